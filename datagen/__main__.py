@@ -1,0 +1,52 @@
+"""Entry point: ``python -m datagen +pipeline=math``.
+
+Resolves the Hydra config into dataclasses, runs the pipeline's stages in the
+Hydra run directory, and prints the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from datagen.config import ConfigError, resolve_config
+from datagen.runner import Runner
+from datagen.stages import build_pipeline
+from datagen.summary import build_summary, format_summary
+
+logger = logging.getLogger("datagen")
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the configured pipeline in ``run_dir``; return the summary."""
+    config = resolve_config(cfg)
+    stages = build_pipeline(list(config.pipeline.stages))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config.as_dict())))
+    started = time.monotonic()
+    results = Runner(config, run_dir, stages).run()
+    return build_summary(results, run_dir, time.monotonic() - started)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = run(cfg, run_dir)
+    except (ConfigError, ValueError) as exc:
+        logger.error("%s", exc)
+        sys.exit(2)
+    print(format_summary(summary))
+    print(f"outputs: {run_dir / 'outputs'}")
+
+
+if __name__ == "__main__":
+    main()

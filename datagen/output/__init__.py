@@ -1,0 +1,1 @@
+"""Output builders (SFT, pairs), dataset cards and writing."""

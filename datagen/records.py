@@ -1,0 +1,191 @@
+"""Record types that flow between stages, and their Arrow schemas.
+
+Every stage reads and writes rows of one of two shapes: :class:`Problem`
+(before generation) or :class:`Sample` (from generation on). A sample carries
+a copy of its problem's prompt and reference so that each later stage can work
+on one row at a time, which is what lets the same stage run under
+``datasets.map`` or Ray Data's ``map_batches``.
+
+Identities are content hashes, never row numbers, so reruns and caches line up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+import datasets
+
+Domain = Literal["math", "code", "general"]
+DOMAINS: tuple[str, ...] = ("math", "code", "general")
+
+MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+
+
+def content_hash(*parts: Any, length: int = 16) -> str:
+    """Stable short hash of JSON-serialisable parts (keys sorted)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+class _Record:
+    """Shared (de)serialisation: dict columns are stored as JSON strings."""
+
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+    FEATURES: ClassVar[datasets.Features]
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)  # type: ignore[call-overload]
+        for name in self.JSON_FIELDS:
+            row[name] = json.dumps(row[name], ensure_ascii=False, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]):
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: v for k, v in row.items() if k in names}
+        for name in cls.JSON_FIELDS:
+            value = kwargs.get(name)
+            if isinstance(value, str):
+                kwargs[name] = json.loads(value)
+        return cls(**kwargs)
+
+
+@dataclass
+class Problem(_Record):
+    """One prompt to distil, with what is needed to check answers to it."""
+
+    id: str
+    """Content hash of (source, prompt); stable across reruns."""
+    source: str
+    """Where it came from, e.g. ``data/math_sample.jsonl`` or a Hub name."""
+    domain: str
+    """One of :data:`DOMAINS`; selects the verifier."""
+    messages: list[dict[str, str]]
+    """The prompt as chat messages (the system prompt is added at generation)."""
+    reference: str | None = None
+    """Answer (math), JSON test spec (code) or None (general)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form source fields kept for provenance (level, subject, ...)."""
+    keep: bool = True
+    """False when a stage set this row aside (duplicate, contaminated, ...)."""
+    reject_reason: str | None = None
+    """Why ``keep`` is False, with the evidence in ``metadata``."""
+
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("metadata",)
+    FEATURES: ClassVar[datasets.Features] = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "domain": datasets.Value("string"),
+            "messages": MESSAGES,
+            "reference": datasets.Value("string"),
+            "metadata": datasets.Value("string"),
+            "keep": datasets.Value("bool"),
+            "reject_reason": datasets.Value("string"),
+        }
+    )
+
+    @property
+    def prompt(self) -> str:
+        """The last user turn, which is what dedup and decontamination compare."""
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+@dataclass
+class Verdict(_Record):
+    """One verifier's judgement of one sample."""
+
+    verifier: str
+    verifier_version: str
+    passed: bool | None
+    """True/False, or None when unverifiable (timeout, bad reference)."""
+    score: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("details",)
+    FEATURES: ClassVar[dict[str, Any]] = {
+        "verifier": datasets.Value("string"),
+        "verifier_version": datasets.Value("string"),
+        "passed": datasets.Value("bool"),
+        "score": datasets.Value("float64"),
+        "details": datasets.Value("string"),
+    }
+
+
+@dataclass
+class Sample(_Record):
+    """One teacher generation for one problem, plus everything judged about it."""
+
+    id: str
+    """Hash of (problem_id, teacher, model, sampling, sample_index)."""
+    problem_id: str
+    domain: str
+    messages: list[dict[str, str]]
+    """The problem's prompt (copied so that each row stands alone)."""
+    reference: str | None
+    teacher: str
+    model: str
+    sample_index: int
+    reasoning: str | None = None
+    """Thinking text when the teacher separates it, else None."""
+    content: str = ""
+    """The final answer text (everything outside the thinking)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    truncated: bool = False
+    """True when generation stopped at ``max_tokens`` (finish reason ``length``)."""
+    cost: float = 0.0
+    request_key: str = ""
+    """Cache key of the request that produced it."""
+    error: str | None = None
+    """Set when generation failed for good; the row is kept for the record."""
+    verdicts: list[Verdict] = field(default_factory=list)
+    passed: bool | None = None
+    """The combined verdict of all verifiers."""
+    keep: bool = True
+    reject_reason: str | None = None
+
+    FEATURES: ClassVar[datasets.Features] = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "problem_id": datasets.Value("string"),
+            "domain": datasets.Value("string"),
+            "messages": MESSAGES,
+            "reference": datasets.Value("string"),
+            "teacher": datasets.Value("string"),
+            "model": datasets.Value("string"),
+            "sample_index": datasets.Value("int32"),
+            "reasoning": datasets.Value("string"),
+            "content": datasets.Value("string"),
+            "prompt_tokens": datasets.Value("int32"),
+            "completion_tokens": datasets.Value("int32"),
+            "finish_reason": datasets.Value("string"),
+            "truncated": datasets.Value("bool"),
+            "cost": datasets.Value("float64"),
+            "request_key": datasets.Value("string"),
+            "error": datasets.Value("string"),
+            "verdicts": datasets.List(Verdict.FEATURES),
+            "passed": datasets.Value("bool"),
+            "keep": datasets.Value("bool"),
+            "reject_reason": datasets.Value("string"),
+        }
+    )
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["verdicts"] = [v.to_row() for v in self.verdicts]
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Sample:
+        row = dict(row)
+        row["verdicts"] = [Verdict.from_row(v) for v in row.get("verdicts") or []]
+        return super().from_row(row)
+
+
+RECORD_TYPES: dict[str, type[_Record]] = {"problem": Problem, "sample": Sample}

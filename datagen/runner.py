@@ -1,0 +1,244 @@
+"""Run a list of stages over a run directory, resumably.
+
+Layout of a run directory::
+
+    RUN_DIR/
+      config.yaml           resolved config
+      manifest.json         finished stages: config hash, counts, timings
+      stages/NN_name/data   the stage's kept rows (datasets.save_to_disk)
+      stages/NN_name/set_aside   rows the stage marked keep=False, with reasons
+      stages/NN_name/.partial-HASH/   finished batches of an unfinished stage
+      rejects.jsonl         malformed input rows, with file, line and reason
+      summary.json          the funnel
+
+Each stage's hash covers its own config sections and the hash of the stage
+before it, so changing a late setting (say, the output) reruns only the late
+stages. Within a stage, every finished batch is written (temp, then rename)
+before the next begins; a killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from datagen.config import DatagenConfig
+from datagen.records import RECORD_TYPES, content_hash
+from datagen.stages.base import Stage, StageContext
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def save_dataset_atomic(ds: datasets.Dataset, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.save_to_disk(str(tmp))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+@dataclass
+class StageResult:
+    name: str
+    hash: str
+    rows_in: int
+    rows_out: int
+    rows_set_aside: int
+    seconds: float
+    skipped: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs stages in order; skips finished ones and resumes the unfinished one."""
+
+    def __init__(self, config: DatagenConfig, run_dir: Path, stages: list[Stage]) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.stages = stages
+        self.ctx = StageContext(config=config, run_dir=self.run_dir)
+        self._check_chain()
+
+    def _check_chain(self) -> None:
+        """Fail before any work if a stage cannot read what the previous one writes."""
+        kind = "none"
+        for stage in self.stages:
+            if stage.consumes != kind:
+                raise ValueError(
+                    f"pipeline.stages: '{stage.name}' reads {stage.consumes} records but "
+                    f"the stage before it produces {kind}; reorder pipeline.stages"
+                )
+            kind = stage.produces
+
+    # -- manifest ---------------------------------------------------------------
+    def _load_manifest(self) -> dict[str, Any]:
+        path = self.run_dir / MANIFEST
+        if self.config.run.resume and path.exists():
+            return json.loads(path.read_text())
+        return {"stages": {}}
+
+    def stage_dir(self, index: int, stage: Stage) -> Path:
+        return self.run_dir / "stages" / f"{index:02d}_{stage.name}"
+
+    def _stage_hash(self, stage: Stage, previous: str) -> str:
+        plain = self.config.as_dict()
+        sections = {}
+        for key in stage.config_keys:
+            value: Any = plain
+            for part in key.split("."):
+                value = value[part]
+            sections[key] = value
+        return content_hash(previous, stage.name, sections)
+
+    def _stage_config(self, stage: Stage) -> dict[str, Any]:
+        """The config sections a stage declared, by (possibly dotted) key."""
+        out = {}
+        for key in stage.config_keys:
+            value: Any = self.config
+            for part in key.split("."):
+                value = getattr(value, part)
+            out[key] = value
+        return out
+
+    # -- running ----------------------------------------------------------------
+    def run(self) -> list[StageResult]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = self._load_manifest()
+        if not self.config.run.resume and (self.run_dir / "stages").exists():
+            shutil.rmtree(self.run_dir / "stages")
+        results: list[StageResult] = []
+        previous_hash = "root"
+        data: datasets.Dataset | None = None
+        try:
+            for index, stage in enumerate(self.stages):
+                digest = self._stage_hash(stage, previous_hash)
+                sdir = self.stage_dir(index, stage)
+                done = manifest["stages"].get(stage.name)
+                if done and done["hash"] == digest and (sdir / "data").exists():
+                    logger.info("stage %s: finished earlier, skipping", stage.name)
+                    result = StageResult(**{**done, "skipped": True})
+                    data = datasets.load_from_disk(str(sdir / "data"))
+                else:
+                    data, result = self._run_stage(index, stage, digest, data)
+                    manifest["stages"][stage.name] = {
+                        k: v for k, v in result.__dict__.items() if k != "skipped"
+                    }
+                    write_json_atomic(self.run_dir / MANIFEST, manifest)
+                results.append(result)
+                previous_hash = digest
+        finally:
+            self.ctx.close()
+        return results
+
+    def _run_stage(
+        self, index: int, stage: Stage, digest: str, data: datasets.Dataset | None
+    ) -> tuple[datasets.Dataset, StageResult]:
+        started = time.monotonic()
+        sdir = self.stage_dir(index, stage)
+        sdir.mkdir(parents=True, exist_ok=True)
+        for stale in sdir.glob(".partial-*"):
+            if stale.name != f".partial-{digest}":
+                shutil.rmtree(stale)  # shaped by another config: not reusable
+        partial_dir = sdir / f".partial-{digest}"
+        partial_dir.mkdir(exist_ok=True)
+        if stage.consumes == "none" and not any(partial_dir.iterdir()):
+            (self.run_dir / "rejects.jsonl").unlink(missing_ok=True)
+
+        fn = partial(stage.fn, cfg=self._stage_config(stage))
+        in_type = RECORD_TYPES.get(stage.consumes)
+        out_type = RECORD_TYPES[stage.produces]
+        rows_in = 0 if data is None else len(data)
+        if data is None or stage.needs_all_rows:
+            batch_size = max(rows_in, 1)
+        else:
+            batch_size = getattr(self.config.run, stage.batch_size_key)
+        n_batches = max(1, -(-rows_in // batch_size))
+
+        bar = tqdm(
+            total=rows_in or None,
+            desc=f"{index:02d} {stage.name}",
+            unit="row",
+            disable=not self.config.run.progress,
+        )
+        shards: list[Path] = []
+        for b in range(n_batches):
+            shard = partial_dir / f"shard-{b:06d}.parquet"
+            shards.append(shard)
+            lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
+            if shard.exists():
+                bar.update(hi - lo)
+                continue
+            if data is None:
+                batch: list[Any] = []
+            else:
+                rows = data.select(range(lo, hi)).to_list()
+                batch = [in_type.from_row(r) for r in rows]  # type: ignore[union-attr]
+            out = fn(batch, self.ctx)
+            table = pa.Table.from_pylist(
+                [r.to_row() for r in out], schema=out_type.FEATURES.arrow_schema
+            )
+            self._flush_rejects()
+            tmp = shard.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, shard)
+            bar.update(hi - lo)
+        bar.close()
+
+        tables = [pq.read_table(s) for s in shards]
+        table = pa.concat_tables(tables) if tables else out_type.FEATURES.arrow_schema.empty_table()
+        full = datasets.Dataset(datasets.table.InMemoryTable(table)).cast(out_type.FEATURES)
+        kept = full.filter(lambda keep: keep, input_columns="keep")
+        set_aside = full.filter(lambda keep: not keep, input_columns="keep")
+        save_dataset_atomic(kept, sdir / "data")
+        save_dataset_atomic(set_aside, sdir / "set_aside")
+        shutil.rmtree(partial_dir)
+        result = StageResult(
+            name=stage.name,
+            hash=digest,
+            rows_in=rows_in,
+            rows_out=len(kept),
+            rows_set_aside=len(set_aside),
+            seconds=round(time.monotonic() - started, 3),
+            stats=self.ctx.stats.get(stage.name, {}),
+        )
+        logger.info(
+            "stage %s: %d in, %d kept, %d set aside (%.1fs)",
+            stage.name,
+            rows_in,
+            len(kept),
+            len(set_aside),
+            result.seconds,
+        )
+        return datasets.load_from_disk(str(sdir / "data")), result
+
+    def _flush_rejects(self) -> None:
+        """Append malformed input rows reported by a stage to rejects.jsonl."""
+        if not self.ctx.rejects:
+            return
+        with open(self.run_dir / "rejects.jsonl", "a", encoding="utf-8") as fh:
+            for rej in self.ctx.rejects:
+                fh.write(json.dumps(rej, ensure_ascii=False) + "\n")
+        self.ctx.rejects.clear()

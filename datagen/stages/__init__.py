@@ -1,0 +1,43 @@
+"""The stage registry: ``pipeline.stages`` names stages from this dict, in order."""
+
+from __future__ import annotations
+
+from datagen.stages.base import Stage, StageContext
+from datagen.stages.decontaminate import decontaminate
+from datagen.stages.dedup import dedup
+from datagen.stages.emit import emit
+from datagen.stages.filter import filter_samples
+from datagen.stages.generate import generate
+from datagen.stages.load import load
+from datagen.stages.verify import verify
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("load", load, "none", "problem", ("source", "run.limit")),
+        Stage("decontaminate", decontaminate, "problem", "problem", ("decontam",)),
+        Stage("dedup", dedup, "problem", "problem", ("dedup",), needs_all_rows=True),
+        Stage(
+            "generate",
+            generate,
+            "problem",
+            "sample",
+            ("teacher", "generation", "run.seed"),
+            batch_size_key="generate_batch_size",
+        ),
+        Stage("verify", verify, "sample", "sample", ("verifier",)),
+        Stage("filter", filter_samples, "sample", "sample", ("filter",)),
+        Stage("emit", emit, "sample", "sample", ("output", "run.seed"), needs_all_rows=True),
+    ]
+}
+
+
+def build_pipeline(names: list[str]) -> list[Stage]:
+    """Look up ``pipeline.stages``; an unknown name fails naming the choices."""
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ValueError(f"pipeline.stages: unknown stage(s) {unknown}; known: {sorted(STAGES)}")
+    return [STAGES[n] for n in names]
+
+
+__all__ = ["STAGES", "Stage", "StageContext", "build_pipeline"]

@@ -1,0 +1,73 @@
+"""The stage contract: a function over a batch of records plus a declaration.
+
+A stage function has the signature ``fn(batch, ctx) -> batch`` once its config
+is bound with ``functools.partial``. It marks rows (``keep=False`` with a
+``reject_reason``) instead of dropping them; the runner writes set-aside rows
+to the stage's side output. Stages hold no global state: what they need
+(a teacher, a model, an index) comes from :class:`StageContext`, built once
+per process, which is what lets a Ray executor run the same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datagen.config import DatagenConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    """Per-process resources shared by stages (models, clients, indexes)."""
+
+    config: DatagenConfig
+    run_dir: Path
+    resources: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-stage counters a stage may add to (merged into the summary)."""
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    """Malformed input rows (file, line, reason, raw); the runner writes them out."""
+
+    def resource(self, name: str, factory: Callable[[], Any]) -> Any:
+        """Return the named resource, building it once on first use."""
+        if name not in self.resources:
+            logger.info("loading %s", name)
+            self.resources[name] = factory()
+        return self.resources[name]
+
+    def count(self, stage: str, key: str, amount: float = 1) -> None:
+        bucket = self.stats.setdefault(stage, {})
+        bucket[key] = bucket.get(key, 0) + amount
+
+    def close(self) -> None:
+        for res in self.resources.values():
+            close = getattr(res, "close", None)
+            if callable(close):
+                close()
+        self.resources.clear()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Declaration of one stage: what it reads, writes and depends on."""
+
+    name: str
+    fn: Callable[..., list[Any]]
+    """``fn(batch, ctx, *, cfg) -> batch``; ``cfg`` is the config sections it names."""
+    consumes: str
+    """Record kind in: ``"problem"`` or ``"sample"`` (``"none"`` for a source)."""
+    produces: str
+    """Record kind out."""
+    config_keys: tuple[str, ...]
+    """Top-level config sections that shape the output; they key the manifest hash."""
+    needs_all_rows: bool = False
+    """True for stages that compare rows with each other (dedup): one batch of everything."""
+    batch_size_key: str = "batch_size"
+    """Which ``run`` field sets this stage's batch size (and resume granularity)."""
+    description: str = ""

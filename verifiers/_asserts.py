@@ -1,0 +1,187 @@
+"""Rewrite assert-style tests so that expected values stay out of the sandbox.
+
+For ``assert L == R`` (and ``assert is_same_list(L, R)`` / ``is_same_tree(L, R)``)
+the candidate's process only learns how to compute ``L``; it reports the value, and
+the parent compares it with ``R``:
+
+* ``literal``: ``R`` is a literal, parsed here with :func:`ast.literal_eval`; it
+  never enters the sandbox.
+* ``ref``: ``R`` needs only builtins, stdlib modules and names the setup code
+  defines (``set((4, 5))``, ``tree_node([1, 2])``, ``sys.getsizeof(...)``). A
+  separate ``ref`` worker computes it before the candidate runs and without the
+  candidate's code; the candidate's process never sees ``R``.
+* ``pair``: ``R`` uses the test's own variables or the candidate's names, so the
+  candidate's process computes both sides.
+* ``truthy``: any other ``assert <expr>``; the candidate's process reports the value
+  of ``<expr>``.
+
+``pair`` and ``truthy`` tests are counted as ``forgeable_tests`` in the verdict: a
+program that knows this protocol could report made-up values for them.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+SAME_HELPERS = ("is_same_list", "is_same_tree")
+# ``from <module> import *`` in setup code is expanded (by importing the module here,
+# in the parent) only for these side-effect-free modules; other star imports leave
+# their names unknown, so asserts that use them fall back to ``pair`` mode.
+_STAR_MODULES = frozenset(
+    [
+        "array",
+        "bisect",
+        "cmath",
+        "collections",
+        "copy",
+        "datetime",
+        "decimal",
+        "fractions",
+        "functools",
+        "heapq",
+        "itertools",
+        "math",
+        "operator",
+        "random",
+        "re",
+        "statistics",
+        "string",
+        "typing",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One assert statement of an assert-style test."""
+
+    index: int
+    source: str
+    """Source of the side the candidate computes (shown in failure details)."""
+    mode: str
+    """``literal``, ``ref``, ``pair`` or ``truthy`` (see the module docstring)."""
+    expected: Any = None
+    """The literal's value in ``literal`` mode."""
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _free_names(expr: ast.AST) -> set[str]:
+    loads = {
+        n.id for n in ast.walk(expr) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    return loads - _bound_names(expr)
+
+
+def _setup_names(setup: str) -> set[str]:
+    """Names the setup code defines, including star imports from :data:`_STAR_MODULES`."""
+    try:
+        tree = ast.parse(setup)
+    except SyntaxError:
+        return set()
+    names = _bound_names(tree)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+            continue
+        star = any(a.name == "*" for a in node.names)
+        if star and node.module in _STAR_MODULES:
+            module = importlib.import_module(node.module)
+            names.update(getattr(module, "__all__", None) or dir(module))
+    return names - {"*"}
+
+
+def _call(name: str, *args: ast.expr) -> ast.Expr:
+    return ast.Expr(ast.Call(ast.Name(name, ast.Load()), list(args), []))
+
+
+def _thunk(expr: ast.expr) -> ast.Lambda:
+    no_args = ast.arguments([], [], None, [], [], None, [])
+    return ast.Lambda(no_args, expr)
+
+
+def _sides(test: ast.expr) -> tuple[ast.expr, ast.expr] | None:
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+        return test.left, test.comparators[0]
+    if (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Name)
+        and test.func.id in SAME_HELPERS
+        and len(test.args) == 2
+        and not test.keywords
+    ):
+        return test.args[0], test.args[1]
+    return None
+
+
+def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, str]], list[Check]]:
+    """Rewrite every ``assert`` of ``test_code`` into a value-reporting call.
+
+    Args:
+        test_code: Test source, run after the candidate's code.
+        setup: Source run before the candidate's code (its names are available to
+            the ``ref`` worker).
+
+    Returns:
+        ``(sandbox_code, ref_exprs, checks)``: the rewritten source for the
+        candidate's process, the ``(index, expression)`` pairs for the ``ref``
+        worker, and one :class:`Check` per assert, numbered in source order.
+
+    Raises:
+        ValueError: ``test_code`` does not parse or contains no assert.
+
+    Example:
+        >>> code, refs, checks = plan_asserts("assert f(1) == [2]")
+        >>> code, checks[0].mode, checks[0].expected
+        ('__dg_rec__(0, lambda: f(1))', 'literal', [2])
+    """
+    try:
+        tree = ast.parse(test_code)
+    except SyntaxError as exc:
+        raise ValueError(f"TestSpec.test_code does not parse: {exc}") from exc
+    local = _bound_names(tree)
+    available = set(dir(builtins)) | _setup_names(setup) | set(sys.stdlib_module_names)
+    checks: list[Check] = []
+    refs: list[tuple[int, str]] = []
+
+    class _Rewrite(ast.NodeTransformer):
+        def visit_Assert(self, node: ast.Assert) -> ast.AST:
+            i, sides = len(checks), _sides(node.test)
+            if sides is None:
+                checks.append(Check(i, ast.unparse(node.test), "truthy"))
+                new = _call("__dg_rec__", ast.Constant(i), _thunk(node.test))
+                return ast.copy_location(new, node)
+            left, right = sides
+            try:
+                checks.append(Check(i, ast.unparse(left), "literal", ast.literal_eval(right)))
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                free = _free_names(right)
+                if free <= available and not free & local:
+                    checks.append(Check(i, ast.unparse(left), "ref"))
+                    refs.append((i, ast.unparse(right)))
+                else:
+                    checks.append(Check(i, ast.unparse(left), "pair"))
+                    new = _call("__dg_pair__", ast.Constant(i), _thunk(left), _thunk(right))
+                    return ast.copy_location(new, node)
+            return ast.copy_location(_call("__dg_rec__", ast.Constant(i), _thunk(left)), node)
+
+    new_tree = ast.fix_missing_locations(_Rewrite().visit(tree))
+    if not checks:
+        raise ValueError("TestSpec.test_code has no assert statement to check")
+    return ast.unparse(new_tree), refs, checks

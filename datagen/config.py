@@ -168,12 +168,23 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def _make_writable(node: DictConfig) -> None:
+    """Frozen dataclasses mark every nested node read-only; merging needs them writable."""
+    OmegaConf.set_readonly(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _make_writable(child)
+
+
 def build(cls: type, node: Any, key: str) -> Any:
     """Validate ``node`` against dataclass ``cls``; errors name ``key``."""
     if node is None:
         node = {}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), node)
+        schema = OmegaConf.structured(cls)
+        _make_writable(schema)
+        merged = OmegaConf.merge(schema, node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         full_key = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key

@@ -33,3 +33,15 @@ def make_config():
         return resolve_config(compose(*overrides))
 
     return _make
+
+
+def assert_funnel_adds_up(s: dict, samples_per_prompt: int) -> None:
+    """Every input row and every sample is accounted for in a run's summary."""
+    aside = s["set_aside"]
+    assert s["rows_read"] == s["malformed_rows"] + s["problems_loaded"]
+    dropped_problems = aside.get("decontaminate", 0) + aside.get("dedup", 0)
+    assert s["problems_loaded"] == s["problems_generated"] + dropped_problems
+    assert s["samples"] == s["problems_generated"] * samples_per_prompt
+    assert s["samples"] == s["generation_failed"] + aside.get("filter", 0) + s["samples_kept"]
+    assert s["samples_kept"] == s["positives"] + s["negatives"] + s["unverifiable"]
+    assert (s["sft_positive"], s["sft_negative"]) == (s["positives"], s["negatives"])

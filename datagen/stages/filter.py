@@ -27,7 +27,10 @@ def repeated_ngram_fraction(text: str, n: int = 8) -> float:
 def has_answer(sample: Sample) -> bool:
     """True when the verifier found something to grade (or did not need to)."""
     for verdict in sample.verdicts:
-        if verdict.details.get("error") == "no_answer":
+        if (
+            verdict.details.get("error") == "no_answer"
+            or verdict.details.get("failure") == "no_code"
+        ):
             return False
     return bool(sample.content.strip())
 

@@ -25,7 +25,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from datagen.config import DatagenConfig
+from datagen.executors import build_executor
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.stages.base import Stage, StageContext
 
@@ -81,6 +81,7 @@ class Runner:
         self.stages = stages
         self.ctx = StageContext(config=config, run_dir=self.run_dir)
         self._check_chain()
+        self.executor = build_executor(self.ctx)
 
     def _check_chain(self) -> None:
         """Fail before any work if a stage cannot read what the previous one writes."""
@@ -150,7 +151,7 @@ class Runner:
                 results.append(result)
                 previous_hash = digest
         finally:
-            self.ctx.close()
+            self.executor.close()
         return results
 
     def _run_stage(
@@ -167,14 +168,18 @@ class Runner:
         if stage.consumes == "none" and not any(partial_dir.iterdir()):
             (self.run_dir / "rejects.jsonl").unlink(missing_ok=True)
 
-        fn = partial(stage.fn, cfg=self._stage_config(stage))
-        in_type = RECORD_TYPES.get(stage.consumes)
+        cfg = self._stage_config(stage)
         out_type = RECORD_TYPES[stage.produces]
         rows_in = 0 if data is None else len(data)
+        run = self.config.run
         if data is None or stage.needs_all_rows:
             batch_size = max(rows_in, 1)
+        elif run.executor == "ray":  # enough rows per batch to keep every actor busy
+            batch_size = max(
+                getattr(run, stage.batch_size_key), run.ray_batch_size * run.ray_concurrency
+            )
         else:
-            batch_size = getattr(self.config.run, stage.batch_size_key)
+            batch_size = getattr(run, stage.batch_size_key)
         n_batches = max(1, -(-rows_in // batch_size))
 
         bar = tqdm(
@@ -191,15 +196,8 @@ class Runner:
             if shard.exists():
                 bar.update(hi - lo)
                 continue
-            if data is None:
-                batch: list[Any] = []
-            else:
-                rows = data.select(range(lo, hi)).to_list()
-                batch = [in_type.from_row(r) for r in rows]  # type: ignore[union-attr]
-            out = fn(batch, self.ctx)
-            table = pa.Table.from_pylist(
-                [r.to_row() for r in out], schema=out_type.FEATURES.arrow_schema
-            )
+            rows = pa.table({}) if data is None else data.with_format("arrow")[lo:hi]
+            table = self.executor.run(stage, cfg, rows)
             self._flush_rejects()
             tmp = shard.with_suffix(".tmp")
             pq.write_table(table, tmp)

@@ -1,0 +1,49 @@
+"""The same stages on Ray Data (a real local Ray cluster) give the same datasets as locally."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+
+from datagen.runner import Runner
+from datagen.stages import STAGES
+
+from .conftest import ROOT
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
+    src = tmp_path / "p.jsonl"
+    rows = [{"id": str(i), "problem": f"Find the value of {i} times {i + 3}.", "answer": "1"}
+            for i in range(40)]
+    rows[7]["problem"] = rows[3]["problem"]  # a duplicate
+    bench = ROOT / "data" / "benchmarks" / "gsm8k_test.jsonl"
+    leak = json.loads(bench.read_text().splitlines()[0])
+    rows[11]["problem"] = leak["problem"]  # a benchmark leak
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    stages = [STAGES["load"], STAGES["decontaminate"], STAGES["dedup"]]
+    outputs = {}
+    for executor in ("local", "ray"):
+        cfg = make_config("+pipeline=math", f"source.path={src}", f"run.executor={executor}",
+                          "run.batch_size=8", "run.ray_batch_size=4", "run.progress=false")
+        run_dir = tmp_path / executor
+        results = Runner(cfg, run_dir, stages).run()
+        kept = datasets.load_from_disk(str(run_dir / "stages" / "02_dedup" / "data"))
+        aside = [
+            datasets.load_from_disk(str(run_dir / "stages" / d / "set_aside"))["reject_reason"]
+            for d in ("01_decontaminate", "02_dedup")
+        ]
+        outputs[executor] = (kept["id"], aside, [r.rows_out for r in results])
+    assert outputs["ray"] == outputs["local"]
+    _, aside, counts = outputs["ray"]
+    assert counts == [40, 39, 38] and len(aside[0]) == 1 and len(aside[1]) == 1

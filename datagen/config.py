@@ -35,8 +35,23 @@ class RunConfig:
     """Problems per generation batch: each finished batch is saved before the next starts."""
     progress: bool = True
     """Show progress bars on long stages."""
+    executor: str = "local"
+    """``local`` (this process plus worker pools) or ``ray`` (each batch of a row-wise
+    stage is spread over a Ray cluster with Ray Data ``map_batches``)."""
+    ray_address: str | None = None
+    """Ray cluster to join (None: start or reuse a local one; ``auto``: the running one)."""
+    ray_concurrency: int = 2
+    """Ray actors per stage; each builds its models and clients once."""
+    ray_batch_size: int = 16
+    """Rows per Ray ``map_batches`` call inside one runner batch."""
+    ray_gpus_per_actor: float = 0.0
+    """GPUs each actor of the ``generate`` stage asks for (e.g. 1 for a vLLM teacher)."""
 
     def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"run.executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.ray_concurrency < 1 or self.ray_batch_size < 1:
+            raise ConfigError("run.ray_concurrency and run.ray_batch_size must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"run.limit must be >= 1 or null, got {self.limit}")
         if self.batch_size < 1 or self.generate_batch_size < 1:

@@ -31,8 +31,10 @@ class RunConfig:
     """Reuse finished stages and partial shards in the run directory."""
     batch_size: int = 64
     """Rows handed to a stage function at a time (also the resume granularity)."""
-    generate_batch_size: int = 1
-    """Problems per generation batch: each finished batch is saved before the next starts."""
+    generate_batch_size: int | None = None
+    """Problems per generation batch: each finished batch is saved before the next starts.
+    None: the teacher's own default (1 for the local teacher, 64 for an API with its
+    concurrency, 1024 for vLLM, which wants one large batch)."""
     progress: bool = True
     """Show progress bars on long stages."""
     executor: str = "local"
@@ -54,7 +56,7 @@ class RunConfig:
             raise ConfigError("run.ray_concurrency and run.ray_batch_size must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"run.limit must be >= 1 or null, got {self.limit}")
-        if self.batch_size < 1 or self.generate_batch_size < 1:
+        if self.batch_size < 1 or (self.generate_batch_size or 1) < 1:
             raise ConfigError("run.batch_size and run.generate_batch_size must be >= 1")
 
 

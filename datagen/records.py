@@ -58,7 +58,7 @@ class Problem(_Record):
     """One prompt to distil, with what is needed to check answers to it."""
 
     id: str
-    """Content hash of (source, prompt); stable across reruns."""
+    """Content hash of (domain, prompt messages); stable across reruns and file moves."""
     source: str
     """Where it came from, e.g. ``data/math_sample.jsonl`` or a Hub name."""
     domain: str

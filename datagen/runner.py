@@ -37,6 +37,7 @@ from datagen.config import DatagenConfig
 from datagen.executors import build_executor
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.stages.base import Stage, StageContext
+from datagen.teachers import GENERATE_BATCH_SIZES
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +173,13 @@ class Runner:
         out_type = RECORD_TYPES[stage.produces]
         rows_in = 0 if data is None else len(data)
         run = self.config.run
+        batch_size = getattr(run, stage.batch_size_key)
+        if batch_size is None:  # generate: the teacher's default
+            batch_size = GENERATE_BATCH_SIZES.get(self.config.teacher.name, 1)
         if data is None or stage.needs_all_rows:
             batch_size = max(rows_in, 1)
         elif run.executor == "ray":  # enough rows per batch to keep every actor busy
-            batch_size = max(
-                getattr(run, stage.batch_size_key), run.ray_batch_size * run.ray_concurrency
-            )
-        else:
-            batch_size = getattr(run, stage.batch_size_key)
+            batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
         n_batches = max(1, -(-rows_in // batch_size))
 
         bar = tqdm(

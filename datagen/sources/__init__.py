@@ -100,7 +100,7 @@ def to_problem(row: Any, cfg: SourceConfig, system_prompt: str | None) -> Proble
     if source_id is not None:
         metadata["source_id"] = str(source_id)
     return Problem(
-        id=content_hash(cfg.path, prompt),
+        id=content_hash(cfg.domain, messages),  # not the path: same prompt, same id
         source=cfg.path,
         domain=cfg.domain,
         messages=messages,

@@ -4,7 +4,7 @@ Concrete teachers implement :meth:`Teacher.complete_many`, which turns a list
 of requests into completions in any order (sequentially, concurrently, or as
 one engine batch). Everything else is shared: request keys, the cache lookup
 before any request is sent, the cache write as each response arrives, the
-split of ``<think>`` reasoning from the answer, and the Sample records.
+split of ``<think>`` reasoning from the answer, cost, and the Sample records.
 """
 
 from __future__ import annotations
@@ -13,15 +13,24 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-from datagen.config import SamplingConfig
+from datagen.config import ConfigError, SamplingConfig
 from datagen.records import Problem, Sample, content_hash
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
 
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+class TeacherFatalError(ConfigError):
+    """The endpoint refuses every request (bad key, no access, unknown model, unreachable).
+
+    Raised instead of recording one failure per request: the stage stops, what
+    was already generated stays in the cache, and the message says what to fix.
+    """
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,39 @@ class Completion:
     completion_tokens: int = 0
     error: str | None = None
     """Set when the request failed for good (after retries); nothing is cached then."""
+    prompt_share: float = 1.0
+    """Share of the prompt's tokens billed to this sample: 1/k when k samples came
+    from one request with ``n=k`` (the prompt is paid once per request)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
+        """Rebuild a cached completion, ignoring fields this version does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class PriceConfig:
+    """What the teacher's provider charges, in USD per million tokens.
+
+    Not frozen, unlike other configs: it nests inside a teacher config, and
+    OmegaConf cannot merge overrides into a nested frozen dataclass (its node
+    is read-only). Treat it as read-only all the same.
+    """
+
+    prompt_per_million: float = 0.0
+    """USD per million prompt (input) tokens, e.g. 0.55 for DeepSeek-R1 (cache miss)."""
+    completion_per_million: float = 0.0
+    """USD per million completion (output) tokens, reasoning tokens included."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_per_million < 0 or self.completion_per_million < 0:
+            raise ConfigError("teacher.price.*_per_million must be >= 0")
+
+    def cost(self, c: Completion) -> float:
+        """USD cost of one completion (0 for failures, which providers do not bill)."""
+        prompt = c.prompt_tokens * c.prompt_share * self.prompt_per_million
+        return (prompt + c.completion_tokens * self.completion_per_million) / 1e6
 
 
 def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str | None, str]:
@@ -54,6 +96,13 @@ def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str | None
     Handles ``<think>...</think>`` blocks in the text and a lone ``</think>``
     (templates that open the block in the prompt). A reasoning field returned
     separately by the server wins.
+
+    Args:
+        text: The completion text.
+        reasoning: A reasoning field returned beside the text, if any.
+
+    Returns:
+        ``(reasoning or None, final answer text)``.
 
     >>> split_reasoning("<think>2+2 is 4</think>The answer is 4.")
     ('2+2 is 4', 'The answer is 4.')
@@ -75,63 +124,148 @@ def request_key(
     sampling: SamplingConfig,
     sample_index: int,
     seed: int,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Cache key: everything that shapes one response, and nothing that does not.
 
     ``n`` is left out on purpose: raising the samples per prompt from 4 to 8
-    reuses the first four.
+    reuses the first four. ``extra`` holds teacher-specific options that change
+    the response (an API's ``extra_body``, a chat template's kwargs); it enters
+    the key only when non-empty, so keys of teachers without such options stay
+    as they were.
+
+    Args:
+        model: The model name recorded on samples.
+        messages: The prompt.
+        sampling: Sampling options (``n`` and ``seed`` excluded).
+        sample_index: Which of the prompt's samples this is.
+        seed: The sample's own derived seed.
+        extra: Teacher-specific options that shape the response.
+
+    Returns:
+        A 32-hex-digit content hash.
     """
     params = {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+    if extra:
+        return content_hash(model, messages, params, sample_index, seed, extra, length=32)
     return content_hash(model, messages, params, sample_index, seed, length=32)
+
+
+def sample_seed(base_seed: int, problem_id: str, sample_index: int) -> int:
+    """The seed of one sample: stable per (run seed, problem, index)."""
+    return int(content_hash(base_seed, problem_id, sample_index, length=8), 16) % (2**31)
+
+
+def group_by_prompt(requests: Sequence[Request]) -> list[list[int]]:
+    """Indices of requests that share one prompt, in first-seen order.
+
+    Teachers that can ask for ``n`` samples in one call (vLLM, servers that
+    support ``n``) send one call per group.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(content_hash(req.messages), []).append(i)
+    return list(groups.values())
 
 
 class Teacher(ABC):
     """Base class: cache-first generation over a batch of problems."""
 
     name: str = "teacher"
-    price_per_million: tuple[float, float] = (0.0, 0.0)
-    """USD per million (prompt, completion) tokens; turns usage into cost."""
 
-    def __init__(self, model: str, cache: RequestCache | None = None) -> None:
+    def __init__(
+        self, model: str, cache: RequestCache | None = None, price: PriceConfig | None = None
+    ) -> None:
         self.model = model
         self.cache = cache
+        self.price = price or PriceConfig()
         self.requests_sent = 0
+        """Samples asked of the model by this process (cache misses), failures included."""
+        self.cache_hits = 0
+        """Samples answered from the request cache by this process."""
+        self.cost_spent = 0.0
+        """USD spent by this process (new responses only; cached ones were paid before)."""
 
     @abstractmethod
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
-        """Yield ``(index into requests, completion)`` as each one finishes."""
+        """Yield ``(index into requests, completion)`` as each one finishes.
+
+        Every index must be yielded exactly once; a failed request yields a
+        :class:`Completion` with ``error`` set. Raise :class:`TeacherFatalError`
+        only when no request can succeed (bad key, unknown model).
+        """
+
+    def key_extra(self) -> dict[str, Any] | None:
+        """Teacher-specific options that shape responses and so enter the cache key."""
+        return None
+
+    def build_requests(
+        self,
+        problems: Sequence[Problem],
+        sampling: SamplingConfig,
+        base_seed: int,
+        start_index: int = 0,
+    ) -> list[Request]:
+        """One request per (problem, sample index), in problem order."""
+        extra = self.key_extra()
+        requests = []
+        for problem in problems:
+            for i in range(start_index, start_index + sampling.n):
+                seed = sample_seed(base_seed, problem.id, i)
+                key = request_key(self.model, problem.messages, sampling, i, seed, extra)
+                requests.append(Request(key, problem.messages, i, seed))
+        return requests
 
     def generate(
-        self, problems: Sequence[Problem], sampling: SamplingConfig, base_seed: int
+        self,
+        problems: Sequence[Problem],
+        sampling: SamplingConfig,
+        base_seed: int,
+        start_index: int = 0,
     ) -> list[Sample]:
-        """Return ``sampling.n`` samples per problem, in problem order."""
-        requests: list[Request] = []
-        owners: list[Problem] = []
-        for problem in problems:
-            for i in range(sampling.n):
-                seed = int(content_hash(base_seed, problem.id, i, length=8), 16) % (2**31)
-                key = request_key(self.model, problem.messages, sampling, i, seed)
-                requests.append(Request(key, problem.messages, i, seed))
-                owners.append(problem)
+        """Return ``sampling.n`` samples per problem, in problem order.
 
+        Cached responses are reused; every new response is written to the cache
+        as soon as the teacher yields it, so a killed run loses nothing it
+        already received.
+
+        Args:
+            problems: The prompts.
+            sampling: Sampling options shared by all samples.
+            base_seed: The run's seed; each sample derives its own from it.
+            start_index: Index of the first sample of each problem; later rounds of
+                adaptive sampling ask for indices past the ones they already have.
+
+        Returns:
+            ``len(problems) * sampling.n`` samples; failed ones carry ``error``
+            and ``keep=False``.
+
+        Raises:
+            TeacherFatalError: The endpoint refuses every request.
+        """
+        requests = self.build_requests(problems, sampling, base_seed, start_index)
+        owners = [p for p in problems for _ in range(sampling.n)]
         completions: list[Completion | None] = [None] * len(requests)
+        cached = self.cache.get_many([r.key for r in requests]) if self.cache is not None else {}
         pending: list[int] = []
         for idx, req in enumerate(requests):
-            cached = self.cache.get(req.key) if self.cache is not None else None
-            if cached is not None:
-                completions[idx] = Completion(**cached)
+            if req.key in cached:
+                completions[idx] = Completion.from_dict(cached[req.key])
             else:
                 pending.append(idx)
+        self.cache_hits += len(requests) - len(pending)
         if pending:
             todo = [requests[i] for i in pending]
             for j, completion in self.complete_many(todo, sampling):
                 idx = pending[j]
                 self.requests_sent += 1
                 completions[idx] = completion
-                if self.cache is not None and completion.error is None:
-                    self.cache.put(requests[idx].key, asdict(completion))
+                if completion.error is None:
+                    self.cost_spent += self.price.cost(completion)
+                    if self.cache is not None:
+                        self.cache.put(requests[idx].key, asdict(completion))
         return [
             self._to_sample(problem, req, completion or Completion("", error="no response"))
             for problem, req, completion in zip(owners, requests, completions, strict=True)
@@ -139,8 +273,6 @@ class Teacher(ABC):
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
         reasoning, content = split_reasoning(c.text, c.reasoning)
-        p_in, p_out = self.price_per_million
-        cost = (c.prompt_tokens * p_in + c.completion_tokens * p_out) / 1e6
         failed = c.error is not None
         return Sample(
             id=content_hash(problem.id, req.key),
@@ -157,13 +289,22 @@ class Teacher(ABC):
             completion_tokens=c.completion_tokens,
             finish_reason=c.finish_reason,
             truncated=c.finish_reason == "length",
-            cost=cost,
+            cost=0.0 if failed else self.price.cost(c),
             request_key=req.key,
             error=c.error,
             keep=not failed,
             reject_reason=f"generation failed: {c.error}" if failed else None,
         )
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process: samples requested, cache hits, USD spent."""
+        return {
+            "requests_sent": self.requests_sent,
+            "cache_hits": self.cache_hits,
+            "cost_spent_usd": round(self.cost_spent, 6),
+        }
+
     def close(self) -> None:
+        """Release the engine or client and the cache."""
         if self.cache is not None:
             self.cache.close()

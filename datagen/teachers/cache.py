@@ -1,23 +1,52 @@
 """A content-addressed, crash-safe store of teacher responses.
 
 Each response is committed to SQLite (WAL mode) the moment it arrives, keyed
-by a hash of everything that shaped it. A rerun, a resume after ``kill -9``,
-or a new run that shares the cache file asks the teacher only for what is
-missing: paid-for generations are never requested twice.
+by a hash of everything that shaped it (model, messages, sampling options,
+sample index and seed; see :func:`datagen.teachers.base.request_key`). A
+rerun, a resume after ``kill -9``, or a new run that shares the cache file
+asks the teacher only for what is missing: paid-for generations are never
+requested twice. Failures are not stored, so a later run retries them.
+
+Inspect a cache file (hits and misses are summed over the runs that used it)::
+
+    python -m datagen.teachers.cache runs/math/cache/requests.sqlite
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS responses ("
+    " key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+_CHUNK = 500
+"""Keys per ``IN (...)`` lookup; SQLite allows at least 999 bound parameters."""
+
 
 class RequestCache:
-    """Key/value store of completed requests; safe to share between runs."""
+    """Key/value store of completed requests; safe to share between runs and processes.
+
+    Args:
+        path: The SQLite file (created with its folder if missing).
+
+    >>> import tempfile, pathlib
+    >>> cache = RequestCache(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite")
+    >>> cache.put("k", {"text": "hi"}); cache.get("k"), cache.get("other")
+    ({'text': 'hi'}, None)
+    >>> cache.stats()["entries"], cache.hits, cache.misses
+    (1, 1, 1)
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -25,16 +54,21 @@ class RequestCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives the process being killed (kill -9);
+        # only a power cut can lose the last commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
-        )
+        for statement in _SCHEMA:
+            self._db.execute(statement)
         self._db.commit()
         self.hits = 0
+        """Lookups answered by this process."""
         self.misses = 0
+        """Lookups this process had to send to the teacher."""
+        self.writes = 0
+        self._flushed = (0, 0)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored response for ``key``, or None (counted as a hit or a miss)."""
         with self._lock:
             row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -43,7 +77,23 @@ class RequestCache:
         self.hits += 1
         return json.loads(row[0])
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored responses for those of ``keys`` that are present (one query per 500 keys)."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for lo in range(0, len(unique), _CHUNK):
+                chunk = unique[lo : lo + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, value FROM responses WHERE key IN ({marks})"
+                for key, value in self._db.execute(query, chunk):
+                    found[key] = json.loads(value)
+        self.hits += sum(1 for k in keys if k in found)
+        self.misses += sum(1 for k in keys if k not in found)
+        return found
+
     def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store one response and commit at once (durable before the next arrives)."""
         blob = json.dumps(value, ensure_ascii=False)
         with self._lock:
             self._db.execute(
@@ -51,6 +101,7 @@ class RequestCache:
                 (key, blob, time.time()),
             )
             self._db.commit()
+            self.writes += 1
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
@@ -61,11 +112,83 @@ class RequestCache:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
+    def keys(self) -> list[str]:
+        """Every stored key (for tests and inspection)."""
+        with self._lock:
+            return [k for (k,) in self._db.execute("SELECT key FROM responses")]
+
+    def _flush_counters(self) -> None:
+        """Add this process's new hits and misses to the lifetime counters in the file."""
+        hits, misses = self.hits - self._flushed[0], self.misses - self._flushed[1]
+        if not hits and not misses:
+            return
+        upsert = (
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+        )
+        with self._lock:
+            self._db.execute(upsert, ("hits", hits))
+            self._db.execute(upsert, ("misses", misses))
+            self._db.commit()
+        self._flushed = (self.hits, self.misses)
+
     def stats(self) -> dict[str, Any]:
-        """Hits and misses of this process, entries and bytes on disk."""
+        """Hits and misses of this process and of all runs, entries and bytes on disk.
+
+        Returns:
+            ``{"hits", "misses", "lifetime_hits", "lifetime_misses", "entries",
+            "bytes", "oldest", "newest"}`` (times as Unix seconds).
+        """
+        self._flush_counters()
+        with self._lock:
+            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            entries, oldest, newest = self._db.execute(
+                "SELECT COUNT(*), MIN(created), MAX(created) FROM responses"
+            ).fetchone()
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
-        return {"hits": self.hits, "misses": self.misses, "entries": len(self), "bytes": size}
+        return {
+            "path": str(self.path),
+            "hits": self.hits,
+            "misses": self.misses,
+            "lifetime_hits": counters.get("hits", 0),
+            "lifetime_misses": counters.get("misses", 0),
+            "entries": entries,
+            "bytes": size,
+            "oldest": oldest,
+            "newest": newest,
+        }
 
     def close(self) -> None:
+        """Record the counters and close the file (idempotent)."""
+        if self._db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):  # a read-only file: only counters are lost
+            self._flush_counters()
         with self._lock:
             self._db.close()
+            self._db = None  # type: ignore[assignment]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print a cache file's statistics as JSON."""
+    parser = argparse.ArgumentParser(
+        prog="python -m datagen.teachers.cache", description="Inspect a teacher request cache."
+    )
+    parser.add_argument(
+        "path", type=Path, help="the cache file, e.g. RUN_DIR/cache/requests.sqlite"
+    )
+    args = parser.parse_args(argv)
+    if not args.path.exists():
+        print(f"no such cache file: {args.path}", file=sys.stderr)
+        return 2
+    cache = RequestCache(args.path)
+    stats = cache.stats()
+    cache.close()
+    for key in ("hits", "misses"):  # this process looked nothing up
+        stats.pop(key)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

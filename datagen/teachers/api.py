@@ -1,0 +1,381 @@
+"""Teacher ``openai``: any OpenAI-compatible chat endpoint (hosted API, ``vllm serve``, llama.cpp).
+
+Requests run concurrently on an asyncio loop in a background thread (so the
+teacher also works inside Jupyter, whose own loop is already running), at most
+``teacher.concurrency`` at a time. Each completion is handed back to
+:meth:`Teacher.generate` the moment it arrives, which writes it to the request
+cache before anything else happens: a ``kill -9`` loses only what was still in
+flight. Failures are classified by :mod:`datagen.teachers.retry`: transient
+ones are retried with backoff (honouring ``Retry-After``), a bad request is
+recorded on its sample, and a refused key stops the stage at once.
+
+The API key is read from the environment variable that ``teacher.api_key_env``
+names; it is never part of the config, the cache, the outputs or the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError as FutureCancelled
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.config import ConfigError, SamplingConfig
+from datagen.teachers.base import (
+    Completion,
+    PriceConfig,
+    Request,
+    Teacher,
+    TeacherFatalError,
+    group_by_prompt,
+)
+from datagen.teachers.cache import RequestCache
+from datagen.teachers.responses import parse_completion
+from datagen.teachers.retry import backoff_delay, classify
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenAITeacherConfig:
+    """An OpenAI-compatible endpoint; see docs/teachers.md for DeepSeek, vLLM and llama.cpp."""
+
+    name: str = "openai"
+    model: str = ""
+    """Model name the server serves (``deepseek-reasoner``, ``Qwen/QwQ-32B``); required."""
+    base_url: str = "https://api.openai.com/v1"
+    """Endpoint root, usually ending in ``/v1`` (``http://127.0.0.1:8000/v1`` for vllm serve)."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (never the key itself).
+    None: send no key (local servers started without ``--api-key``)."""
+    concurrency: int = 16
+    """Requests in flight at once."""
+    timeout: float = 600.0
+    """Seconds one request may take, from sending to the last byte; then it is retried.
+    Reasoning models can think for minutes: keep it well above the longest answer."""
+    max_retries: int = 8
+    """Retries of one request after a transient failure (429, 5xx, timeout, dropped
+    connection, malformed body) before its samples are recorded as failed."""
+    backoff_initial: float = 1.0
+    """Seconds before the first retry; doubles each time, with jitter."""
+    backoff_max: float = 60.0
+    """Cap, in seconds, on one backoff wait."""
+    retry_after_max: float = 600.0
+    """Cap, in seconds, on a wait the server asks for with ``Retry-After``."""
+    max_consecutive_failures: int = 50
+    """Stop the stage when this many requests in a row failed after all retries
+    (the endpoint is down, not flaky); 0: never stop."""
+    server_supports_n: bool = False
+    """Ask for all of a prompt's samples in one request with ``n`` (vLLM, OpenAI). If the
+    server returns fewer choices, the rest are requested one by one. False: one
+    request per sample, each with its own seed (llama.cpp ignores ``n``)."""
+    send_seed: bool = True
+    """Send each sample's seed (set False for servers that reject ``seed``)."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra JSON fields sent with every request, e.g. ``{chat_template_kwargs:
+    {enable_thinking: true}}`` or ``{top_k: 20}``; part of the cache key."""
+    price: PriceConfig = field(default_factory=PriceConfig)
+    """USD per million prompt and completion tokens, for cost reports."""
+    cache_path: str | None = None
+    """Request cache file (None: RUN_DIR/cache/requests.sqlite). Share it to share work."""
+
+    def __post_init__(self) -> None:
+        self._check_required()
+        self._check_ranges()
+
+    def _check_required(self) -> None:
+        if not self.model:
+            raise ConfigError(
+                "teacher.model is required for teacher=openai: the name the server "
+                "serves, e.g. teacher.model=deepseek-reasoner"
+            )
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"teacher.base_url must start with http:// or https://, got {self.base_url!r}"
+            )
+
+    def _check_ranges(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(f"teacher.concurrency must be >= 1, got {self.concurrency}")
+        if self.timeout <= 0:
+            raise ConfigError(f"teacher.timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_retries < 0 or self.max_consecutive_failures < 0:
+            raise ConfigError(
+                "teacher.max_retries and teacher.max_consecutive_failures must be >= 0"
+            )
+        if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:
+            raise ConfigError("teacher.backoff_initial must be >= 0 and <= teacher.backoff_max")
+
+
+def read_api_key(cfg: OpenAITeacherConfig) -> str:
+    """The key from the environment variable ``cfg.api_key_env`` names ("EMPTY" if None)."""
+    if cfg.api_key_env is None:
+        return "EMPTY"
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"teacher.api_key_env: the environment variable {cfg.api_key_env} is not set; "
+            f"export it, or set teacher.api_key_env=null for a server without a key"
+        )
+    return key
+
+
+@dataclass
+class _RunState:
+    fatal: TeacherFatalError | None = None
+    """Set by the first fatal error: no request starts after it."""
+
+
+class OpenAITeacher(Teacher):
+    """Async client for an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    name = "openai"
+
+    def __init__(self, cfg: OpenAITeacherConfig, cache: RequestCache | None = None) -> None:
+        super().__init__(cfg.model, cache, cfg.price)
+        self.cfg = cfg
+        self._api_key = read_api_key(cfg)
+        self._rng = random.Random()
+        self.http_requests = 0
+        """HTTP calls sent by this process (retries and n-requests included)."""
+        self.retries = 0
+        self.failed = 0
+        self._consecutive_failures = 0
+        """Requests in a row that failed after all retries, across batches."""
+        self._warned_n = False
+        self._first_batch = True
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="datagen-openai-teacher", daemon=True
+        )
+        self._thread.start()
+        self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
+
+    async def _make_client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        # Our own retry loop replaces the SDK's, which would retry a 401 and
+        # not record why a request failed.
+        return AsyncOpenAI(
+            base_url=self.cfg.base_url,
+            api_key=self._api_key,
+            max_retries=0,
+            timeout=self.cfg.timeout,
+        )
+
+    def key_extra(self) -> dict[str, Any] | None:
+        return {"extra_body": dict(self.cfg.extra_body)} if self.cfg.extra_body else None
+
+    def build_body(
+        self, messages: list[dict[str, str]], n: int, seed: int, sampling: SamplingConfig
+    ) -> dict[str, Any]:
+        """Keyword arguments of ``chat.completions.create`` for one request."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if n > 1:
+            body["n"] = n
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if self.cfg.send_seed:
+            body["seed"] = seed
+        if self.cfg.extra_body:
+            body["extra_body"] = dict(self.cfg.extra_body)
+        return body
+
+    # -- the sync face: an iterator fed by the loop thread ---------------------------
+    def complete_many(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[tuple[int, Completion]]:
+        groups = (
+            group_by_prompt(requests)
+            if self.cfg.server_supports_n
+            else [[i] for i in range(len(requests))]
+        )
+        if self._first_batch and len(groups) < self.cfg.concurrency:
+            logger.warning(
+                "only %d request(s) in this batch for teacher.concurrency=%d: raise "
+                "run.generate_batch_size (e.g. to 1000) to keep the endpoint busy",
+                len(groups),
+                self.cfg.concurrency,
+            )
+        self._first_batch = False
+        results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(
+            self._run(requests, groups, sampling, results), self._loop
+        )
+        remaining = len(requests)
+        try:
+            while remaining:
+                try:
+                    item = results.get(timeout=1.0)
+                except queue.Empty:
+                    if future.done():
+                        future.result()  # re-raise a crash of the loop side
+                        raise RuntimeError("openai teacher: the request loop ended early") from None
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                remaining -= 1
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()  # the consumer stopped early: stop sending
+            # Wait for the cancellation to land; its outcome was raised above already.
+            with contextlib.suppress(FutureCancelled, Exception):
+                future.result(timeout=30)
+        logger.info(
+            "openai teacher: %d samples, %d HTTP requests, %d retries, %d failed so far",
+            len(requests),
+            self.http_requests,
+            self.retries,
+            self.failed,
+        )
+
+    async def _run(
+        self,
+        requests: Sequence[Request],
+        groups: list[list[int]],
+        sampling: SamplingConfig,
+        results: queue.SimpleQueue[Any],
+    ) -> None:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        state = _RunState()
+
+        async def one(group: list[int]) -> None:
+            async with sem:
+                if state.fatal is not None:
+                    raise state.fatal
+                await self._complete_group(
+                    [(i, requests[i]) for i in group], sampling, results, state
+                )
+
+        tasks = [asyncio.create_task(one(g)) for g in groups]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                await finished
+        except BaseException as exc:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not isinstance(exc, asyncio.CancelledError):
+                results.put(state.fatal or exc)
+            raise
+
+    async def _complete_group(
+        self,
+        items: list[tuple[int, Request]],
+        sampling: SamplingConfig,
+        results: queue.SimpleQueue[Any],
+        state: _RunState,
+    ) -> None:
+        first = items[0][1]
+        outcome = await self._call(first.messages, len(items), first.seed, sampling, state)
+        if isinstance(outcome, str):
+            self.failed += len(items)
+            for i, _ in items:
+                results.put((i, Completion("", error=outcome)))
+            return
+        for (i, _), completion in zip(items, outcome, strict=False):
+            results.put((i, completion))
+        rest = items[len(outcome) :]
+        if rest and not self._warned_n:
+            self._warned_n = True
+            logger.warning(
+                "the server returned %d choice(s) for n=%d; asking for the rest one by one "
+                "(set teacher.server_supports_n=false for this server)",
+                len(outcome),
+                len(items),
+            )
+        for item in rest:
+            await self._complete_group([item], sampling, results, state)
+
+    async def _call(
+        self,
+        messages: list[dict[str, str]],
+        n: int,
+        seed: int,
+        sampling: SamplingConfig,
+        state: _RunState,
+    ) -> list[Completion] | str:
+        """One request with retries: its completions, or why it failed for good."""
+        body = self.build_body(messages, n, seed, sampling)
+        reason = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            if state.fatal is not None:  # another request found the endpoint unusable
+                raise state.fatal
+            self.http_requests += 1
+            try:
+                response = await asyncio.wait_for(
+                    self._client.chat.completions.create(**body), self.cfg.timeout
+                )
+                completions = parse_completion(response, n)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                verdict = classify(exc)
+            else:
+                self._consecutive_failures = 0
+                return completions
+            reason = self._redact(verdict.reason)
+            if verdict.action == "fatal":
+                state.fatal = TeacherFatalError(f"teacher=openai at {self.cfg.base_url}: {reason}")
+                raise state.fatal
+            if verdict.action == "fail":
+                return reason
+            if attempt == self.cfg.max_retries:
+                break
+            if verdict.retry_after is not None:
+                delay = min(verdict.retry_after, self.cfg.retry_after_max)
+            else:
+                delay = backoff_delay(
+                    attempt, self.cfg.backoff_initial, self.cfg.backoff_max, self._rng
+                )
+            self.retries += 1
+            logger.debug("retry %d in %.2fs after %s", attempt + 1, delay, reason)
+            await asyncio.sleep(delay)
+        self._consecutive_failures += 1
+        limit = self.cfg.max_consecutive_failures
+        if limit and self._consecutive_failures >= limit:
+            state.fatal = TeacherFatalError(
+                f"teacher=openai at {self.cfg.base_url}: {limit} requests in a row failed after "
+                f"{self.cfg.max_retries} retries each (last: {reason}); is the server up? "
+                f"Finished samples are cached: rerun to resume."
+            )
+            raise state.fatal
+        return f"gave up after {self.cfg.max_retries + 1} attempts: {reason}"
+
+    def _redact(self, text: str) -> str:
+        if self._api_key and self._api_key != "EMPTY":
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "http_requests": self.http_requests,
+            "retries": self.retries,
+            "failed": self.failed,
+        }
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(10)
+            except Exception:  # closing is best effort
+                logger.debug("closing the HTTP client failed", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+        super().close()

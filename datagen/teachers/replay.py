@@ -1,0 +1,219 @@
+"""Teacher ``replay``: samples read from an existing dataset of traces, not generated.
+
+Already-distilled data (a local JSONL/JSON/Parquet file, or a Hub dataset such
+as OpenR1-Math with several generations per problem) flows through the same
+verify, dedup, filter and pairing stages as fresh generations, without paying
+for them again. The REDI paper built its 131k examples this way from open traces.
+
+Traces are matched to problems by prompt text (whitespace-normalised, last
+user turn), so the problems can come from the same file (``source.path`` set
+to it, with the ``dedup`` stage folding its repeated prompts) or from another.
+Sample ``i`` of a problem is its ``i``-th trace (ordered by ``order_field``
+when given, else as read); a problem with fewer traces than
+``generation.n`` gets failed samples saying so. A label that comes with the
+data (``label_field``) is attached as a precomputed :class:`Verdict`; the
+``verify`` stage adds our own beside it and decides ``passed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.config import ConfigError, SamplingConfig, SourceConfig
+from datagen.records import Problem, Sample, Verdict
+from datagen.teachers.base import Completion, Request, Teacher
+from datagen.teachers.cache import RequestCache
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayTeacherConfig:
+    """Where the traces are and which columns hold what (a row may hold one trace or a list)."""
+
+    name: str = "replay"
+    path: str = ""
+    """Local .jsonl/.json/.parquet file or Hub dataset name (e.g. open-r1/OpenR1-Math-220k)."""
+    split: str = "train"
+    """Split to read when ``path`` is a Hub dataset."""
+    model: str = "replay"
+    """Name of the model that wrote the traces, recorded on every sample."""
+    prompt_field: str = "problem"
+    """Column with the problem text, matched against each problem's last user turn."""
+    response_field: str = "response"
+    """Column with the trace: a string, or a list of strings (OpenR1-Math: ``generations``)."""
+    reasoning_field: str | None = None
+    """Column with separate reasoning text, if the data keeps it apart; else ``<think>``
+    blocks inside the response are split off."""
+    label_field: str | None = None
+    """Column with the data's own correctness label (bool or list of bool), imported as a
+    verdict (``correct``; OpenR1-Math: ``correctness_math_verify``). None: no label."""
+    label_name: str = "imported"
+    """Verifier name of the imported verdict."""
+    score_field: str | None = None
+    """Column with a score stored on the imported verdict (e.g. a reward model's ``rm_score``)."""
+    finish_reason_field: str | None = None
+    """Column with finish reasons (str or list; OpenR1-Math: ``finish_reasons``)."""
+    order_field: str | None = None
+    """Column giving a trace's index within its problem (e.g. ``sample_idx``); None: as read."""
+    detail_fields: list[str] = field(default_factory=list)
+    """Columns copied into the imported verdict's details (e.g. ``pred``, ``id``)."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError(
+                "teacher.path is required for teacher=replay: a traces file or Hub dataset, "
+                "e.g. teacher.path=open-r1/OpenR1-Math-220k"
+            )
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One stored generation and what the data says about it."""
+
+    response: str
+    reasoning: str | None = None
+    label: bool | None = None
+    score: float | None = None
+    finish_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def normalise_prompt(text: str) -> str:
+    """Whitespace-insensitive matching key of a prompt."""
+    return " ".join(text.split())
+
+
+def _nth(value: Any, i: int, count: int) -> Any:
+    """Element ``i`` of a list column, or the scalar itself for one-trace rows."""
+    if isinstance(value, (list, tuple)):
+        return value[i] if i < len(value) else None
+    return value if count == 1 or i == 0 else None
+
+
+def read_traces(cfg: ReplayTeacherConfig) -> tuple[dict[str, list[Trace]], int]:
+    """Index the traces by normalised prompt.
+
+    Args:
+        cfg: The replay config.
+
+    Returns:
+        ``(prompt -> traces in order, number of unreadable rows skipped)``.
+    """
+    from datagen.sources import iter_raw_rows
+
+    source = SourceConfig(path=cfg.path, split=cfg.split, prompt_field=cfg.prompt_field)
+    keyed: dict[str, list[tuple[Any, int, Trace]]] = {}
+    skipped = 0
+    seen = 0
+    for file, line, row in iter_raw_rows(source):
+        prompt = row.get(cfg.prompt_field) if isinstance(row, dict) else None
+        responses = row.get(cfg.response_field) if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or responses is None:
+            skipped += 1
+            logger.warning(
+                "%s:%d: no %s/%s, skipped", file, line, cfg.prompt_field, cfg.response_field
+            )
+            continue
+        items = responses if isinstance(responses, (list, tuple)) else [responses]
+        order = row.get(cfg.order_field) if cfg.order_field else None
+        bucket = keyed.setdefault(normalise_prompt(prompt), [])
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                skipped += 1
+                continue
+            label = _nth(row.get(cfg.label_field), i, len(items)) if cfg.label_field else None
+            score = _nth(row.get(cfg.score_field), i, len(items)) if cfg.score_field else None
+            reasoning = (
+                _nth(row.get(cfg.reasoning_field), i, len(items)) if cfg.reasoning_field else None
+            )
+            finish = (
+                _nth(row.get(cfg.finish_reason_field), i, len(items))
+                if cfg.finish_reason_field
+                else None
+            )
+            details = {k: _nth(row.get(k), i, len(items)) for k in cfg.detail_fields if k in row}
+            trace = Trace(
+                response=text,
+                reasoning=reasoning if isinstance(reasoning, str) else None,
+                label=bool(label) if label is not None else None,
+                score=float(score) if isinstance(score, (int, float)) else None,
+                finish_reason=finish if isinstance(finish, str) else None,
+                details=details,
+            )
+            sort_key = (order if isinstance(order, (int, float)) else seen, i)
+            bucket.append((sort_key, seen, trace))
+        seen += 1
+    index = {k: [t for _, _, t in sorted(v, key=lambda x: (x[0], x[1]))] for k, v in keyed.items()}
+    return index, skipped
+
+
+class ReplayTeacher(Teacher):
+    """Serves stored traces through the teacher interface (no requests, no cache, no cost)."""
+
+    name = "replay"
+    uses_cache = False
+
+    def __init__(self, cfg: ReplayTeacherConfig, cache: RequestCache | None = None) -> None:
+        super().__init__(cfg.model, None)  # nothing here is paid for: no cache
+        if cache is not None:
+            cache.close()
+        self.cfg = cfg
+        self.traces, self.skipped = read_traces(cfg)
+        logger.info(
+            "replay: %d prompts, %d traces from %s (%d rows skipped)",
+            len(self.traces),
+            sum(len(v) for v in self.traces.values()),
+            cfg.path,
+            self.skipped,
+        )
+
+    def key_extra(self) -> dict[str, Any] | None:
+        return {"replay": self.cfg.path}
+
+    def _trace(self, req: Request) -> Trace | None:
+        users = [m["content"] for m in req.messages if m.get("role") == "user"]
+        traces = self.traces.get(normalise_prompt(users[-1] if users else ""), [])
+        return traces[req.sample_index] if req.sample_index < len(traces) else None
+
+    def complete_many(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[tuple[int, Completion]]:
+        for i, req in enumerate(requests):
+            trace = self._trace(req)
+            if trace is None:
+                users = [m["content"] for m in req.messages if m.get("role") == "user"]
+                have = len(self.traces.get(normalise_prompt(users[-1] if users else ""), []))
+                error = (
+                    f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
+                    f"no sample {req.sample_index}"
+                )
+                yield i, Completion("", error=error)
+                continue
+            yield (
+                i,
+                Completion(
+                    text=trace.response,
+                    reasoning=trace.reasoning,
+                    finish_reason=trace.finish_reason,
+                ),
+            )
+
+    def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
+        sample = super()._to_sample(problem, req, c)
+        trace = self._trace(req)
+        if trace is not None and self.cfg.label_field is not None:
+            sample.verdicts.append(
+                Verdict(
+                    verifier=self.cfg.label_name,
+                    verifier_version=f"{self.cfg.path}:{self.cfg.label_field}",
+                    passed=trace.label,
+                    score=trace.score,
+                    details=dict(trace.details),
+                )
+            )
+            sample.passed = trace.label
+        return sample

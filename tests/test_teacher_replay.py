@@ -1,0 +1,184 @@
+"""Replay teacher: stored traces in, the usual samples out, labels kept as verdicts.
+
+Real data: Qwen2.5-Math's labelled traces (800 = 100 MATH test problems x 8
+samples, 728 labelled correct) from ``shared/data/math``. Layout of
+OpenR1-Math (lists of generations per row): ``fixtures/traces/openr1_style.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datagen.config import ConfigError, RunConfig, SamplingConfig, SourceConfig
+from datagen.records import Problem
+from datagen.sources import read_problems
+from datagen.teachers import build_teacher
+from datagen.teachers.replay import ReplayTeacher, ReplayTeacherConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN = ROOT.parent / "shared" / "data" / "math" / "traces_qwen25_math_cot_100.jsonl"
+OPENR1 = Path(__file__).parent / "fixtures" / "traces" / "openr1_style.jsonl"
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+needs_qwen = pytest.mark.skipif(not QWEN.exists(), reason=f"{QWEN} is not here")
+
+
+def qwen_config(**kw: Any) -> ReplayTeacherConfig:
+    opts = {
+        "path": str(QWEN),
+        "model": "Qwen2.5-Math-7B-Instruct",
+        "label_field": "correct",
+        "label_name": "qwen_score",
+        "score_field": "rm_score",
+        "order_field": "sample_idx",
+        "detail_fields": ["id", "pred"],
+        **kw,
+    }
+    return ReplayTeacherConfig(**opts)
+
+
+def unique_problems(
+    path: Path, prompt_field: str = "problem", id_field: str = "id", reference_field: str = "answer"
+) -> list[Problem]:
+    """The problems of a traces file, once each (what load + dedup make of it)."""
+    source = SourceConfig(
+        path=str(path),
+        prompt_field=prompt_field,
+        id_field=id_field,
+        reference_field=reference_field,
+    )
+    problems, _ = read_problems(source, SYSTEM)
+    seen: dict[str, Problem] = {}
+    for p in problems:
+        seen.setdefault(p.prompt, p)
+    return list(seen.values())
+
+
+@needs_qwen
+def test_replays_every_qwen_trace_with_its_label():
+    problems = unique_problems(QWEN)
+    teacher = ReplayTeacher(qwen_config())
+    samples = teacher.generate(problems, SamplingConfig(n=8), 0)
+    assert len(problems) == 100 and len(samples) == 800
+    assert all(s.keep and s.error is None and s.content for s in samples)
+    assert {s.teacher for s in samples} == {"replay"}
+    assert {s.model for s in samples} == {"Qwen2.5-Math-7B-Instruct"}
+    assert sum(s.passed is True for s in samples) == 728
+    raw = {r["id"]: r for r in map(json.loads, QWEN.read_text().splitlines())}
+    for s in samples:
+        [verdict] = s.verdicts
+        row = raw[verdict.details["id"]]
+        assert row["sample_idx"] == s.sample_index and row["response"].strip() == s.content
+        assert (verdict.verifier, verdict.passed, verdict.score) == (
+            "qwen_score",
+            row["correct"],
+            row["rm_score"],
+        )
+        assert verdict.details["pred"] == row["pred"]
+    assert teacher.requests_sent == 800 and teacher.cost_spent == 0
+    again = ReplayTeacher(qwen_config()).generate(problems, SamplingConfig(n=8), 0)
+    assert [s.to_row() for s in again] == [s.to_row() for s in samples]
+
+
+@needs_qwen
+def test_asking_for_more_samples_than_stored_marks_the_rest_failed():
+    problems = unique_problems(QWEN)[:3]
+    samples = ReplayTeacher(qwen_config()).generate(problems, SamplingConfig(n=10), 0)
+    extra = [s for s in samples if s.sample_index >= 8]
+    assert len(extra) == 6 and all(not s.keep for s in extra)
+    assert "8 trace(s) for this prompt" in extra[0].error
+
+
+def test_openr1_layout_lists_think_blocks_and_finish_reasons(tmp_path):
+    cfg = ReplayTeacherConfig(
+        path=str(OPENR1),
+        model="DeepSeek-R1",
+        response_field="generations",
+        label_field="correctness_math_verify",
+        finish_reason_field="finish_reasons",
+    )
+    problems = [
+        Problem(
+            id=f"p{i}",
+            source="t",
+            domain="math",
+            reference=ref,
+            messages=[{"role": "user", "content": text}],
+        )
+        for i, (text, ref) in enumerate(
+            [
+                ("What is $3 \\times 4$?", "12"),
+                ("Simplify $\\frac{6}{8}$.", "\\frac34"),
+                ("Let $x+1=3$.   Find $x$.", "2"),
+            ]
+        )
+    ]
+    teacher = build_teacher(cfg, tmp_path)  # through the registry, as the stage does
+    assert teacher.skipped == 2 and teacher.cache is None
+    samples = teacher.generate(problems, SamplingConfig(n=2), 0)
+    first, wrong, p2a, p2b, p3a, p3b = samples
+    assert (first.reasoning, first.content, first.passed) == (
+        "3 times 4 is 12.",
+        "The answer is $\\boxed{12}$.",
+        True,
+    )
+    assert wrong.passed is False and wrong.verdicts[0].verifier == "imported"
+    assert p2b.truncated and p2b.finish_reason == "length" and p2a.finish_reason == "stop"
+    assert p3a.content == "$x = \\boxed{2}$" and p3a.finish_reason is None  # whitespace-insensitive
+    assert not p3b.keep and "1 trace(s)" in p3b.error
+    assert not list(tmp_path.iterdir())  # no request cache for replayed data
+
+
+def test_path_is_required():
+    with pytest.raises(ConfigError, match=r"teacher\.path is required"):
+        ReplayTeacherConfig()
+
+
+@dataclass(frozen=True)
+class StandInConfig:
+    """The sections load, dedup, generate and verify read (stand-in for DatagenConfig)."""
+
+    run: Any
+    source: Any
+    dedup: Any
+    generation: Any
+    teacher: Any
+    verifier: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@needs_qwen
+def test_pipeline_reverifies_replayed_traces_beside_their_labels(tmp_path):
+    stages = pytest.importorskip("datagen.stages")
+    from datagen.config import VerifierChoice
+    from datagen.runner import Runner
+    from datagen.stages.dedup import DedupConfig
+    from datagen.verify_registry import VERIFIERS
+
+    config = StandInConfig(
+        run=RunConfig(limit=40, generate_batch_size=100, progress=False),
+        source=SourceConfig(path=str(QWEN), system_prompt=SYSTEM),
+        dedup=DedupConfig(method="exact"),
+        generation=SamplingConfig(n=8),
+        teacher=qwen_config(),
+        verifier=VerifierChoice("math", VERIFIERS["math"].config_cls()),
+    )
+    names = ["load", "dedup", "generate", "verify"]
+    results = Runner(config, tmp_path, [stages.STAGES[n] for n in names]).run()  # type: ignore[arg-type]
+    assert [r.rows_out for r in results] == [40, 5, 40, 40]  # 40 rows = 5 problems x 8 traces
+    import datasets
+
+    from datagen.records import Sample
+
+    rows = datasets.load_from_disk(str(tmp_path / "stages" / "03_verify" / "data")).to_list()
+    samples = [Sample.from_row(r) for r in rows]
+    assert all([v.verifier for v in s.verdicts] == ["qwen_score", "math"] for s in samples)
+    agree = sum(s.verdicts[0].passed == s.verdicts[1].passed for s in samples)
+    assert agree >= 36  # math-verify agrees with Qwen's own labels on nearly all

@@ -55,7 +55,8 @@ def save_dataset_atomic(ds: datasets.Dataset, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    ds.save_to_disk(str(tmp))
+    # An empty dataset must still be written as one shard, or datasets cannot load it back.
+    ds.save_to_disk(str(tmp), num_shards=None if len(ds) else 1)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

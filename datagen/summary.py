@@ -25,14 +25,18 @@ def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float
         summary["problems_loaded"] = by_name["load"].rows_out
         summary["rows_read"] = by_name["load"].rows_out + malformed
     summary["set_aside"] = {r.name: r.rows_set_aside for r in results if r.rows_set_aside}
-    if "generate" in by_name:
-        gen = by_name["generate"]
+    gen_name = next((n for n in ("generate", "generate_adaptive") if n in by_name), None)
+    stage_dirs = {d.name.split("_", 1)[1]: d for d in sorted((run_dir / "stages").glob("*_*"))}
+    if gen_name:
+        gen = by_name[gen_name]
         summary["problems_generated"] = gen.rows_in
         summary["samples"] = gen.rows_out + gen.rows_set_aside
         summary["generation_failed"] = gen.rows_set_aside
-    last_dirs = sorted((run_dir / "stages").glob("*"))
-    if last_dirs and results and results[-1].rows_out and "generate" in by_name:
-        final = datasets.load_from_disk(str(last_dirs[-1] / "data"))
+        summary["cost_usd"] = round(_stage_cost(stage_dirs[gen_name]), 6)
+        if gen_name == "generate_adaptive":
+            summary["adaptive"] = gen.stats
+    if gen_name and results:
+        final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
         passed = final["passed"]
         summary["samples_kept"] = len(final)
         summary["positives"] = sum(p is True for p in passed)
@@ -40,10 +44,14 @@ def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float
         summary["unverifiable"] = sum(p is None for p in passed)
         graded = summary["positives"] + summary["negatives"]
         summary["pass_rate"] = round(summary["positives"] / graded, 4) if graded else None
+        if len(final):
+            summary["cost_per_kept_sample_usd"] = round(summary["cost_usd"] / len(final), 8)
     outputs = run_dir / "outputs"
     for name in ("sft_positive", "sft_negative", "redi_pairs"):
         if (outputs / name / "arrow").exists():
             summary[name] = len(datasets.load_from_disk(str(outputs / name / "arrow")))
+    if summary.get("samples") and summary.get("redi_pairs"):
+        summary["samples_per_pair"] = round(summary["samples"] / summary["redi_pairs"], 3)
     summary["stages"] = {
         r.name: {
             "in": r.rows_in,
@@ -60,6 +68,15 @@ def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float
     return summary
 
 
+def _stage_cost(stage_dir: Path) -> float:
+    """Teacher cost of every sample a generation stage produced, kept or set aside."""
+    total = 0.0
+    for part in ("data", "set_aside"):
+        if (stage_dir / part).exists():
+            total += sum(datasets.load_from_disk(str(stage_dir / part))["cost"])
+    return total
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A small aligned table for the terminal."""
     keys = [
@@ -74,9 +91,24 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("positives", "sft_positive"),
         ("negatives", "sft_negative"),
         ("pairs", "redi_pairs"),
+        ("samples per pair", "samples_per_pair"),
+        ("teacher cost (USD)", "cost_usd"),
+        ("cost per kept sample (USD)", "cost_per_kept_sample_usd"),
         ("wall time (s)", "wall_seconds"),
     ]
     lines = [f"  {label:<32} {summary[key]}" for label, key in keys if key in summary]
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
+    adaptive = summary.get("adaptive") or {}
+    if "fixed_n_at_max_samples" in adaptive:
+        fixed = adaptive["fixed_n_at_max_samples"]
+        lines.append(
+            f"  {'samples per pairable prompt':<32} {adaptive['samples_per_pairable_prompt']} "
+            f"adaptive vs {fixed['samples_per_pairable_prompt']} fixed-N (N={fixed['n']})"
+        )
+    lines += [
+        f"  {'verifier disagreements':<32} {s['stats']['disagreements']}"
+        for s in summary.get("stages", {}).values()
+        if "disagreements" in s.get("stats", {})
+    ]
     return "datagen summary\n" + "\n".join(lines)

@@ -1,26 +1,83 @@
-"""Map ``verifier.name`` to a verifier's config class and batch function.
+"""Map ``verifier.name`` to a verifier's config class and batch adapter.
 
 This is the only place where ``datagen`` touches ``verifiers``: the verifiers
-stay plain functions over strings, and these adapters feed them sample fields
-(the final answer text and the problem's reference).
+stay plain functions over strings, and these adapters feed them the sample
+fields each one needs (:class:`VerifyInputs`: prompt, whole response, final
+answer, reference, prompt id, verdicts already attached). An adapter also gets
+the stage context, for what must be built once per process (a reward model, the
+judge's client and reply cache).
+
+``name: ensemble`` (:class:`EnsembleConfig`) has no adapter of its own: the
+``verify`` stage runs its members and combines their verdicts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from verifiers import code as code_verifier
+from verifiers import judge as judge_verifier
 from verifiers import math as math_verifier
+from verifiers import precomputed as precomputed_verifier
+from verifiers import reward as reward_verifier
 from verifiers.types import Verdict
 
-Adapter = Callable[[Sequence[str], Sequence[str | None], Any], list[Verdict]]
+if TYPE_CHECKING:  # datagen.stages imports this module: no import cycle at run time
+    from datagen.records import Sample
+    from datagen.records import Verdict as RecordVerdict
+    from datagen.stages.base import StageContext
+
+logger = logging.getLogger(__name__)
 
 
-def verify_code(texts: Sequence[str], references: Sequence[str | None], cfg: Any) -> list[Verdict]:
+@dataclass(frozen=True)
+class VerifyInputs:
+    """The fields of a batch of samples that verifiers read, one list entry per sample."""
+
+    prompts: list[list[dict[str, str]]]
+    """The prompt as chat messages (system prompt included)."""
+    responses: list[str]
+    """The whole response: ``<think>reasoning</think>`` (when there is any) then the answer."""
+    answers: list[str]
+    """The final answer text only (``Sample.content``)."""
+    references: list[str | None]
+    group_ids: list[str]
+    """The problem id of each sample (what rank rules rank within)."""
+    prior: list[list[RecordVerdict]]
+    """Verdicts already on the sample (e.g. a label imported by the replay teacher)."""
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample]) -> VerifyInputs:
+        return cls(
+            prompts=[s.messages for s in samples],
+            responses=[
+                f"<think>{s.reasoning}</think>\n{s.content}" if s.reasoning else s.content
+                for s in samples
+            ],
+            answers=[s.content for s in samples],
+            references=[s.reference for s in samples],
+            group_ids=[s.problem_id for s in samples],
+            prior=[list(s.verdicts) for s in samples],
+        )
+
+
+Adapter = Callable[[VerifyInputs, Any, "StageContext"], list[Verdict]]
+
+
+def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
+    """Grade each final answer against its reference with math-verify."""
+    return math_verifier.verify_batch(inputs.answers, inputs.references, cfg)
+
+
+def verify_code(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
     """Extract the last fenced Python block of each answer and run it on its JSON test spec."""
+    texts, references = inputs.answers, inputs.references
     results: list[Verdict | None] = [None] * len(texts)
     todo = [i for i, ref in enumerate(references) if ref]
     verdicts = code_verifier.verify_batch(
@@ -34,6 +91,136 @@ def verify_code(texts: Sequence[str], references: Sequence[str | None], cfg: Any
     return [r if r is not None else missing for r in results]
 
 
+def verify_reward(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
+    """Score each response with the reward model (loaded once per process)."""
+    key = f"reward_model:{reward_verifier.load_key(cfg)}"
+    model = ctx.resource(key, lambda: reward_verifier.RewardModel(cfg))  # closed with ctx
+    return reward_verifier.verify_batch(
+        inputs.prompts, inputs.responses, cfg, group_ids=inputs.group_ids, model=model
+    )
+
+
+def verify_judge(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
+    """Ask the LLM judge through the API teacher's client (retries, reply cache)."""
+    from datagen.records import content_hash
+
+    transport = ctx.resource(
+        f"judge:{content_hash(asdict(cfg))}", lambda: TeacherJudgeTransport(cfg, ctx.run_dir)
+    )
+    return judge_verifier.judge_batch(inputs.prompts, inputs.responses, cfg, transport=transport)
+
+
+def verify_precomputed(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
+    """Decide from the score or label stored on the verdict named ``cfg.source``."""
+    found = [_last_named(prior, cfg.source) for prior in inputs.prior]
+    if found and all(v is None for v in found):
+        from datagen.config import ConfigError
+
+        names = sorted({v.verifier for prior in inputs.prior for v in prior})
+        raise ConfigError(
+            f"verifier.source={cfg.source!r}: no sample carries a verdict of that name "
+            f"(found: {names or 'none'}). Set it to the replay teacher's teacher.label_name; "
+            "that teacher attaches the verdict only when teacher.label_field is set"
+        )
+    scores = [v.score if v is not None else None for v in found]
+    if cfg.use == "label":
+        labels = [v.passed if v is not None else None for v in found]
+        return precomputed_verifier.verify_labels(labels, cfg, scores)
+    return precomputed_verifier.verify_scores(scores, cfg, group_ids=inputs.group_ids)
+
+
+def _last_named(verdicts: list[RecordVerdict], name: str) -> RecordVerdict | None:
+    named = [v for v in verdicts if v.verifier == name]
+    return named[-1] if named else None
+
+
+class TeacherJudgeTransport:
+    """A judge transport on datagen's API teacher: its retry policy, concurrency and cache.
+
+    Each judge prompt is sent as a one-sample generation; replies are written to a
+    request cache (``cfg.cache_path``, default RUN_DIR/cache/judge.sqlite) as they
+    arrive, so a rerun asks the judge nothing it has answered before.
+
+    Args:
+        cfg: The judge's options.
+        run_dir: The run directory (holds the default cache file).
+    """
+
+    def __init__(self, cfg: judge_verifier.JudgeConfig, run_dir: Path) -> None:
+        from datagen.config import ConfigError, SamplingConfig
+        from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
+        from datagen.teachers.cache import RequestCache
+
+        if cfg.api_key_env is not None and not os.environ.get(cfg.api_key_env):
+            raise ConfigError(
+                f"verifier.api_key_env: the environment variable {cfg.api_key_env} is not set; "
+                "export it, or set verifier.api_key_env=null for a judge server without a key"
+            )
+        teacher_cfg = OpenAITeacherConfig(
+            model=cfg.model,
+            base_url=cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            concurrency=cfg.concurrency,
+            timeout=cfg.timeout,
+            max_retries=cfg.max_retries,
+            extra_body=dict(cfg.extra_body),
+        )
+        path = Path(cfg.cache_path) if cfg.cache_path else Path(run_dir) / "cache" / "judge.sqlite"
+        self.teacher = OpenAITeacher(teacher_cfg, RequestCache(path))
+        self.sampling = SamplingConfig(
+            n=1, temperature=cfg.temperature, top_p=1.0, max_tokens=cfg.max_tokens
+        )
+
+    def __call__(self, batch: Sequence[list[dict[str, str]]]) -> list[judge_verifier.JudgeReply]:
+        from datagen.records import Problem, content_hash
+
+        problems = [
+            Problem(id=content_hash(m), source="judge", domain="general", messages=m) for m in batch
+        ]
+        samples = self.teacher.generate(problems, self.sampling, base_seed=0)
+        return [
+            judge_verifier.JudgeReply(s.content if s.error is None else None, s.error)
+            for s in samples
+        ]
+
+    def close(self) -> None:
+        self.teacher.close()
+
+
+COMBINE_RULES: tuple[str, ...] = ("all", "any", "majority", "weighted")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Several verifiers on every sample; a rule turns their verdicts into ``passed``.
+
+    Members that are unverifiable on a sample (``passed=None``) do not vote:
+
+    - ``all``: passed when every member passed; failed when any failed; else unverifiable.
+    - ``any``: passed when any member passed; failed when every member failed; else
+      unverifiable.
+    - ``majority``: more passes than fails among the members that decided; a tie (or no
+      decision) is unverifiable.
+    - ``weighted``: ``sum(weight * passed) / sum(weight)`` over the members that decided;
+      passed when it reaches ``threshold``.
+    """
+
+    combine: str = "all"
+    """``all``, ``any``, ``majority`` or ``weighted``."""
+    threshold: float = 0.5
+    """``combine=weighted``: the weighted share of passing votes needed to pass."""
+    members: tuple[Any, ...] = ()
+    """The member verifiers (built from ``verifier.members``; see docs/verifiers.md)."""
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(
+                f"threshold must be in (0, 1] for combine=weighted, got {self.threshold}"
+            )
+
+
 @dataclass(frozen=True)
 class VerifierEntry:
     config_cls: type
@@ -41,8 +228,16 @@ class VerifierEntry:
 
 
 VERIFIERS: dict[str, VerifierEntry] = {
-    "math": VerifierEntry(math_verifier.MathVerifyConfig, math_verifier.verify_batch),
+    "math": VerifierEntry(math_verifier.MathVerifyConfig, verify_math),
     "code": VerifierEntry(code_verifier.CodeVerifierConfig, verify_code),
+    "reward": VerifierEntry(reward_verifier.RewardConfig, verify_reward),
+    "judge": VerifierEntry(judge_verifier.JudgeConfig, verify_judge),
+    "precomputed": VerifierEntry(precomputed_verifier.PrecomputedConfig, verify_precomputed),
 }
 
-VERIFIER_CONFIGS: dict[str, type] = {name: e.config_cls for name, e in VERIFIERS.items()}
+ENSEMBLE = "ensemble"
+
+VERIFIER_CONFIGS: dict[str, type] = {
+    **{name: e.config_cls for name, e in VERIFIERS.items()},
+    ENSEMBLE: EnsembleConfig,
+}

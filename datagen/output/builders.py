@@ -1,115 +1,111 @@
-"""Turn verified samples into training sets (TRL's conversational formats).
+"""Turn verified samples into the three training sets (pure: no files, no network).
 
-- SFT: ``messages`` = the prompt plus one assistant turn, whose text keeps the
-  reasoning inside ``<think>...</think>`` before the answer.
-- Pairs (REDI/DPO): ``prompt`` (messages), ``chosen`` and ``rejected`` (one
-  assistant message each), from the same prompt, chosen verified correct and
-  rejected verified incorrect.
+- ``sft_positive``: verified-correct traces, TRL conversational ``messages``.
+- ``sft_negative``: verified-incorrect traces, same format.
+- ``redi_pairs``: TRL conversational preference rows (``prompt``, ``chosen``,
+  ``rejected``), chosen correct and rejected incorrect, from one prompt.
+
+Each is built by :mod:`datagen.output.sft` or :mod:`datagen.output.pairs`, then
+cut to ``output.subset_sizes`` / ``output.domain_mix`` by
+:mod:`datagen.output.subsets`. Writing, cards and the Hub live in
+:mod:`datagen.output.card` and :mod:`datagen.output.publish`.
 """
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
 
-from datagen.records import MESSAGES, Sample, content_hash
+from datagen.config import OutputConfig
+from datagen.output.difficulty import pass_rates
+from datagen.output.formats import PAIR_FEATURES, SFT_FEATURES, assistant_text
+from datagen.output.pairs import build_pairs
+from datagen.output.sft import build_sft
+from datagen.output.subsets import take_subset
+from datagen.output.tokens import TokenCounter
+from datagen.records import Sample
 
-SFT_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "problem_id": datasets.Value("string"),
-        "messages": MESSAGES,
-        "reference": datasets.Value("string"),
-        "model": datasets.Value("string"),
-        "completion_tokens": datasets.Value("int32"),
-        "pass_rate": datasets.Value("float64"),
-    }
-)
+DESCRIPTIONS: dict[str, str] = {
+    "sft_positive": "Teacher traces verified correct against the reference (conversational SFT).",
+    "sft_negative": "Teacher traces verified incorrect (for REDI/DPO negatives or analysis).",
+    "redi_pairs": "Preference pairs from one prompt: chosen verified correct, rejected incorrect.",
+}
+"""Output name -> one-line description (cards)."""
 
-PAIR_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "problem_id": datasets.Value("string"),
-        "prompt": MESSAGES,
-        "chosen": MESSAGES,
-        "rejected": MESSAGES,
-        "chosen_sample_id": datasets.Value("string"),
-        "rejected_sample_id": datasets.Value("string"),
-        "model": datasets.Value("string"),
-        "verifier": datasets.Value("string"),
-    }
-)
+KINDS: dict[str, str] = {"sft_positive": "sft", "sft_negative": "sft", "redi_pairs": "preference"}
+"""Output name -> format kind (a key of :data:`datagen.output.formats.FORMATS`)."""
 
 
-def assistant_text(sample: Sample) -> str:
-    """The assistant turn: reasoning inside ``<think>`` (if any), then the answer."""
-    if sample.reasoning:
-        return f"<think>\n{sample.reasoning}\n</think>\n\n{sample.content}"
-    return sample.content
+@dataclass
+class BuiltOutput:
+    """One output dataset and how it was built."""
+
+    name: str
+    dataset: datasets.Dataset
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Build stats: rows, prompts, samples left out by reason, subset drawn."""
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.name]
+
+    @property
+    def description(self) -> str:
+        return DESCRIPTIONS[self.name]
 
 
-def pass_rates(samples: Sequence[Sample]) -> dict[str, float]:
-    """Share of verified-correct samples per problem (unverifiable ones not counted)."""
-    graded: dict[str, list[bool]] = defaultdict(list)
-    for s in samples:
-        if s.passed is not None:
-            graded[s.problem_id].append(bool(s.passed))
-    return {pid: sum(v) / len(v) for pid, v in graded.items() if v}
+def build_outputs(
+    samples: Sequence[Sample],
+    cfg: OutputConfig,
+    seed: int,
+    counter: TokenCounter | None = None,
+) -> dict[str, BuiltOutput]:
+    """Build ``sft_positive``, ``sft_negative`` and ``redi_pairs`` from verified samples.
 
+    Args:
+        samples: The samples that reached the outputs (kept by every earlier stage).
+        cfg: ``output`` config.
+        seed: ``run.seed`` (pair draws, subsets).
+        counter: Token counter (default: the teacher's counts).
 
-def build_sft(samples: Sequence[Sample], passed: bool) -> datasets.Dataset:
-    """SFT rows for samples whose verdict equals ``passed``."""
-    rates = pass_rates(samples)
-    rows = [
-        {
-            "id": s.id,
-            "problem_id": s.problem_id,
-            "messages": [*s.messages, {"role": "assistant", "content": assistant_text(s)}],
-            "reference": s.reference,
-            "model": s.model,
-            "completion_tokens": s.completion_tokens,
-            "pass_rate": rates.get(s.problem_id),
-        }
-        for s in samples
-        if s.passed is passed
-    ]
-    return datasets.Dataset.from_list(rows, features=SFT_FEATURES)
+    Returns:
+        Output name -> built dataset with its stats, in the order above.
 
-
-def build_pairs(
-    samples: Sequence[Sample], max_pairs_per_prompt: int, seed: int
-) -> datasets.Dataset:
-    """Pair verified-correct with verified-incorrect samples of the same prompt.
-
-    Truncated samples never become ``chosen``. Each prompt gives at most
-    ``max_pairs_per_prompt`` pairs, drawn without replacement by ``seed``.
+    Raises:
+        ConfigError: A requested subset is larger than what was built.
     """
-    by_problem: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_problem[s.problem_id].append(s)
-    rows: list[dict[str, Any]] = []
-    for pid, group in by_problem.items():
-        good = [s for s in group if s.passed is True and not s.truncated]
-        bad = [s for s in group if s.passed is False]
-        combos = [(g, b) for g in good for b in bad]
-        rng = random.Random(f"{seed}:{pid}")
-        rng.shuffle(combos)
-        for g, b in combos[:max_pairs_per_prompt]:
-            rows.append(
-                {
-                    "id": content_hash(g.id, b.id),
-                    "problem_id": pid,
-                    "prompt": g.messages,
-                    "chosen": [{"role": "assistant", "content": assistant_text(g)}],
-                    "rejected": [{"role": "assistant", "content": assistant_text(b)}],
-                    "chosen_sample_id": g.id,
-                    "rejected_sample_id": b.id,
-                    "model": g.model,
-                    "verifier": ",".join(f"{v.verifier}@{v.verifier_version}" for v in g.verdicts),
-                }
-            )
-    return datasets.Dataset.from_list(rows, features=PAIR_FEATURES)
+    counter = counter or TokenCounter()
+    built = {
+        "sft_positive": build_sft(samples, True, cfg, counter),
+        "sft_negative": build_sft(samples, False, cfg, counter),
+        "redi_pairs": build_pairs(samples, cfg, seed, counter),
+    }
+    out: dict[str, BuiltOutput] = {}
+    for name, (ds, stats) in built.items():
+        size = (cfg.subset_sizes or {}).get(name)
+        ds, subset = take_subset(ds, size, cfg.domain_mix, seed, name)
+        if subset:
+            stats = {
+                **stats,
+                "rows": len(ds),
+                "prompts": len(set(ds["problem_id"])),
+                "subset": subset,
+            }
+        out[name] = BuiltOutput(name, ds, stats)
+    return out
+
+
+__all__ = [
+    "DESCRIPTIONS",
+    "PAIR_FEATURES",
+    "SFT_FEATURES",
+    "BuiltOutput",
+    "assistant_text",
+    "build_outputs",
+    "build_pairs",
+    "build_sft",
+    "pass_rates",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datagen.stages.adaptive import generate_adaptive
 from datagen.stages.base import Stage, StageContext
 from datagen.stages.decontaminate import decontaminate
 from datagen.stages.dedup import dedup
@@ -9,7 +10,7 @@ from datagen.stages.emit import emit
 from datagen.stages.filter import filter_samples
 from datagen.stages.generate import generate
 from datagen.stages.load import load
-from datagen.stages.verify import verify
+from datagen.stages.verify import verify, verify_groups
 
 STAGES: dict[str, Stage] = {
     s.name: s
@@ -25,7 +26,19 @@ STAGES: dict[str, Stage] = {
             ("teacher", "generation", "run.seed"),
             batch_size_key="generate_batch_size",
         ),
+        Stage(
+            "generate_adaptive",
+            generate_adaptive,
+            "problem",
+            "sample",
+            ("teacher", "generation", "adaptive", "verifier", "filter", "run.seed"),
+            batch_size_key="generate_batch_size",
+        ),
         Stage("verify", verify, "sample", "sample", ("verifier",)),
+        # Rank rules (best k per prompt) need every sample of a prompt in one batch.
+        Stage(
+            "verify_groups", verify_groups, "sample", "sample", ("verifier",), needs_all_rows=True
+        ),
         Stage("filter", filter_samples, "sample", "sample", ("filter",)),
         Stage("emit", emit, "sample", "sample", ("output", "run.seed"), needs_all_rows=True),
     ]

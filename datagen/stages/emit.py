@@ -1,52 +1,92 @@
-"""Stage ``emit``: write SFT positives, SFT negatives and REDI pairs with cards.
+"""Stage ``emit``: write SFT positives, SFT negatives and REDI pairs with cards; publish.
 
-Needs all rows at once (pairs join samples of one prompt). Returns its input
-unchanged, so the stage's own dataset is the final, filtered sample set.
+Adapter only: the builders in :mod:`datagen.output` do the work. Needs all rows
+at once (pairs join samples of one prompt). Returns its input unchanged, so the
+stage's own dataset is the final, filtered sample set.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
-import statistics
 from pathlib import Path
 from typing import Any
 
-from datagen.output.builders import build_pairs, build_sft, pass_rates
-from datagen.output.card import render_card, write_output
+from datagen.config import OutputConfig
+from datagen.output.builders import build_outputs
+from datagen.output.card import output_stats, render_card
+from datagen.output.difficulty import pass_rate_summary
+from datagen.output.publish import (
+    HUB_FOLDER,
+    hub_data_files,
+    hub_token,
+    push_folder,
+    write_hub_folder,
+    write_output,
+)
+from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
 from datagen.stages.base import StageContext
 
-DESCRIPTIONS = {
-    "sft_positive": "Teacher traces verified correct against the reference (conversational SFT).",
-    "sft_negative": "Teacher traces verified incorrect (for REDI/DPO negatives or analysis).",
-    "redi_pairs": "Preference pairs from one prompt: chosen verified correct, rejected incorrect.",
-}
+logger = logging.getLogger(__name__)
+
+CONSUMES = ("passed", "truncated", "finish_reason", "verdicts", "reasoning", "content")
+PRODUCES = ()  # rows pass through; the outputs are files under RUN_DIR/<output.dir>
 
 
 def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
-    """Build and write the three output datasets under RUN_DIR/<output.dir>."""
-    ocfg = cfg["output"]
+    """Build the output datasets, write them under RUN_DIR/<output.dir>, and publish."""
+    ocfg: OutputConfig = cfg["output"]
+    token = hub_token(ocfg.token_env) if ocfg.push_to_hub and not ocfg.dry_run else None
+    counter = ctx.resource(
+        f"token_counter:{ocfg.tokenizer}", lambda: TokenCounter.from_spec(ocfg.tokenizer)
+    )
+    outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
+    config = ctx.config.as_dict()
     out_dir = Path(ctx.run_dir) / ocfg.dir
     if out_dir.exists():
         shutil.rmtree(out_dir)  # outputs are derived: rebuild them whole
-    sets = {
-        "sft_positive": build_sft(batch, passed=True),
-        "sft_negative": build_sft(batch, passed=False),
-        "redi_pairs": build_pairs(batch, ocfg.max_pairs_per_prompt, cfg["run.seed"]),
-    }
-    rates = pass_rates(batch)
-    config = ctx.config.as_dict()
-    for name, ds in sets.items():
-        tokens = [s.completion_tokens for s in batch if s.passed is (name != "sft_negative")]
-        stats = {
-            "rows": len(ds),
-            "prompts": len(set(ds["problem_id"])) if len(ds) else 0,
-            "mean pass rate over prompts": round(statistics.fmean(rates.values()), 4)
-            if rates
-            else None,
-            "mean completion tokens": round(statistics.fmean(tokens), 1) if tokens else None,
-        }
-        card = render_card(name, ds, stats, config, DESCRIPTIONS[name])
-        write_output(ds, out_dir / name, name, card)
-        ctx.stats.setdefault("emit", {})[name] = len(ds)
+    overall = pass_rate_summary(batch, ocfg.difficulty_edges)
+    card_args = {"license": ocfg.license, "tokens_counted_by": counter.name, "overall": overall}
+    for name, out in outputs.items():
+        card = render_card(
+            [out], config, {"default": f"{name}.parquet"}, title=name, load_path=".", **card_args
+        )
+        write_output(out, out_dir / name, card)
+        stats = ctx.stats.setdefault("emit", {})
+        stats["all_prompts"] = overall
+        stats[name] = len(out.dataset)
+        stats[f"{name}_stats"] = output_stats(out) | {"built": out.stats}
+
+    if ocfg.dry_run or ocfg.push_to_hub:
+        # A config with no rows cannot be loaded (datasets: "corresponds to no data").
+        listed = [o for o in outputs.values() if len(o.dataset)]
+        empty = [name for name, o in outputs.items() if not len(o.dataset)]
+        if not listed:
+            if token is not None:
+                raise ValueError("output.push_to_hub: every output is empty, nothing to upload")
+            logger.warning("output.dry_run: every output is empty, no hub folder written")
+            return batch
+        title = ocfg.pretty_name or ocfg.repo_id or f"datagen {ctx.config.pipeline.name}"
+        card = render_card(
+            listed,
+            config,
+            hub_data_files(listed),
+            title=title,
+            pretty_name=title,
+            load_path=ocfg.repo_id or HUB_FOLDER,
+            not_included=empty,
+            **card_args,
+        )
+        folder = write_hub_folder(listed, out_dir / HUB_FOLDER, card)
+        ctx.count("emit", "hub_folder_written")
+        if token is not None and ocfg.repo_id is not None:
+            push_folder(
+                folder,
+                ocfg.repo_id,
+                private=ocfg.private,
+                token=token,
+                commit_message=f"datagen: {ctx.config.pipeline.name} outputs",
+            )
+            ctx.count("emit", "pushed_to_hub")
     return batch

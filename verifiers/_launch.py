@@ -91,7 +91,11 @@ def bwrap_argv(bwrap: str, tmpfs_bytes: int, paths: list[str], root: bool) -> li
     argv = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try"] + ([] if root else ["--unshare-user"])
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
-    made = {"/"}
+    size = str(tmpfs_bytes)
+    # /tmp first: an interpreter or venv that lives under /tmp (a CI clone, say) is then
+    # bound on top of the sandbox's own /tmp instead of being hidden by it.
+    argv += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]
+    made = {"/", "/tmp"}
     for p in paths:
         for parent in [str(a) for a in Path(p).parents][::-1]:
             if parent not in made:
@@ -102,10 +106,9 @@ def bwrap_argv(bwrap: str, tmpfs_bytes: int, paths: list[str], root: bool) -> li
         else:
             argv += ["--ro-bind", p, p]
         made.add(p)
-    size = str(tmpfs_bytes)
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", size, "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    argv += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp", "--remount-ro", "/"]
+    argv += ["--remount-ro", "/"]
     argv += ["--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
     argv += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     return [*argv, "--setenv", "LANG", "C.UTF-8", "--"]

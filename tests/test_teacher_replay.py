@@ -1,7 +1,7 @@
 """Replay teacher: stored traces in, the usual samples out, labels kept as verdicts.
 
 Real data: Qwen2.5-Math's labelled traces (800 = 100 MATH test problems x 8
-samples, 728 labelled correct) from ``shared/data/math``. Layout of
+samples, 728 labelled correct), copied into ``fixtures/math``. Layout of
 OpenR1-Math (lists of generations per row): ``fixtures/traces/openr1_style.jsonl``.
 """
 
@@ -21,7 +21,7 @@ from datagen.teachers import build_teacher
 from datagen.teachers.replay import ReplayTeacher, ReplayTeacherConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-QWEN = ROOT.parent / "shared" / "data" / "math" / "traces_qwen25_math_cot_100.jsonl"
+QWEN = Path(__file__).parent / "fixtures" / "math" / "traces_qwen25_math_cot_100.jsonl"
 OPENR1 = Path(__file__).parent / "fixtures" / "traces" / "openr1_style.jsonl"
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 

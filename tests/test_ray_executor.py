@@ -24,8 +24,10 @@ def local_ray():
 
 def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
     src = tmp_path / "p.jsonl"
-    rows = [{"id": str(i), "problem": f"Find the value of {i} times {i + 3}.", "answer": "1"}
-            for i in range(40)]
+    rows = [
+        {"id": str(i), "problem": f"Find the value of {i} times {i + 3}.", "answer": "1"}
+        for i in range(40)
+    ]
     rows[7]["problem"] = rows[3]["problem"]  # a duplicate
     bench = ROOT / "data" / "benchmarks" / "gsm8k_test.jsonl"
     leak = json.loads(bench.read_text().splitlines()[0])
@@ -34,8 +36,14 @@ def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
     stages = [STAGES["load"], STAGES["decontaminate"], STAGES["dedup"]]
     outputs = {}
     for executor in ("local", "ray"):
-        cfg = make_config("+pipeline=math", f"source.path={src}", f"run.executor={executor}",
-                          "run.batch_size=8", "run.ray_batch_size=4", "run.progress=false")
+        cfg = make_config(
+            "+pipeline=math",
+            f"source.path={src}",
+            f"run.executor={executor}",
+            "run.batch_size=8",
+            "run.ray_batch_size=4",
+            "run.progress=false",
+        )
         run_dir = tmp_path / executor
         results = Runner(cfg, run_dir, stages).run()
         kept = datasets.load_from_disk(str(run_dir / "stages" / "02_dedup" / "data"))

@@ -25,6 +25,7 @@ import ast
 import builtins
 import importlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +91,21 @@ def _free_names(expr: ast.AST) -> set[str]:
     return loads - _bound_names(expr)
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    """``ast.parse`` one call at a time: CPython 3.11 can raise ``SystemError: AST
+    constructor recursion depth mismatch`` when threads of the verifier pool parse
+    at once (seen in the full test suite)."""
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
+
 def _setup_names(setup: str) -> set[str]:
     """Names the setup code defines, including star imports from :data:`_STAR_MODULES`."""
     try:
-        tree = ast.parse(setup)
+        tree = _parse(setup)
     except SyntaxError:
         return set()
     names = _bound_names(tree)
@@ -152,7 +164,7 @@ def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, 
         ('__dg_rec__(0, lambda: f(1))', 'literal', [2])
     """
     try:
-        tree = ast.parse(test_code)
+        tree = _parse(test_code)
     except SyntaxError as exc:
         raise ValueError(f"TestSpec.test_code does not parse: {exc}") from exc
     local = _bound_names(tree)

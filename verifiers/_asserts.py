@@ -91,14 +91,15 @@ def _free_names(expr: ast.AST) -> set[str]:
     return loads - _bound_names(expr)
 
 
-_PARSE_LOCK = threading.Lock()
+PARSE_LOCK = threading.Lock()
+"""Held around ast.parse/compile of source text in the parent process."""
 
 
 def _parse(source: str) -> ast.Module:
     """``ast.parse`` one call at a time: CPython 3.11 can raise ``SystemError: AST
     constructor recursion depth mismatch`` when threads of the verifier pool parse
     at once (seen in the full test suite)."""
-    with _PARSE_LOCK:
+    with PARSE_LOCK:
         return ast.parse(source)
 
 

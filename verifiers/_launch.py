@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from verifiers._asserts import PARSE_LOCK
+
 # Read-only inside the sandbox; nothing else of the host is visible (no /root, /home,
 # /work, /tmp, /var, /run), so datasets with expected answers cannot be read.
 SYSTEM_PATHS = (
@@ -131,7 +133,8 @@ def harness_args(python: str) -> tuple[str, ...]:
     """
     if os.path.realpath(python) != os.path.realpath(sys.executable):
         return ("-c", harness_script())
-    code = compile(harness_script(), "<verifiers-harness>", "exec")
+    with PARSE_LOCK:  # compiling from pool threads at once trips a CPython 3.11 bug
+        code = compile(harness_script(), "<verifiers-harness>", "exec")
     blob = base64.b64encode(marshal.dumps(code)).decode()
     loader = "import base64,marshal,sys;exec(marshal.loads(base64.b64decode(sys.argv.pop(1))))"
     return ("-c", loader, blob)

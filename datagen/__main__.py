@@ -34,7 +34,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config.as_dict())))
     started = time.monotonic()
     results = Runner(config, run_dir, stages).run()
-    return build_summary(results, run_dir, time.monotonic() - started)
+    return build_summary(results, run_dir, time.monotonic() - started, config)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -6,8 +6,9 @@ its own :class:`StageContext` (models, clients, caches) once, so the same stage
 functions run across a cluster without change. The runner keeps ownership of
 I/O either way: shards, the manifest and resume work the same.
 
-Counters that stages add to ``ctx.stats`` inside Ray actors stay in those
-actors; the summary's counts come from the stage datasets, so they are exact.
+Counters that stages add to ``ctx.stats`` inside Ray actors are sent, batch
+by batch, to one small sink actor and added into the runner's context when the
+stage's batch is done, so the summary reads the same totals either way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from datagen.config import DatagenConfig
 from datagen.records import RECORD_TYPES
-from datagen.stages.base import Stage, StageContext
+from datagen.stages.base import Stage, StageContext, merge_stats
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,39 @@ class LocalExecutor:
         self.ctx.close()
 
 
+class _StatsSink:
+    """Collects the counters stage actors report (a Ray actor, one per executor)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    def add(self, stats: dict[str, dict[str, Any]]) -> None:
+        merge_stats(self.stats, stats)
+
+    def take(self) -> dict[str, dict[str, Any]]:
+        stats, self.stats = self.stats, {}
+        return stats
+
+
 class _StageActor:
     """A Ray actor holding one StageContext for the lifetime of a stage."""
 
     def __init__(
-        self, stage: Stage, cfg: dict[str, Any], config: DatagenConfig, run_dir: str
+        self, stage: Stage, cfg: dict[str, Any], config: DatagenConfig, run_dir: str, sink: Any
     ) -> None:
         self.stage = stage
         self.cfg = cfg
         self.ctx = StageContext(config=config, run_dir=Path(run_dir))
+        self.sink = sink
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return apply_stage(self.stage, self.cfg, self.ctx, table)
+        import ray
+
+        self.ctx.stats.clear()  # report this batch's counters only
+        out = apply_stage(self.stage, self.cfg, self.ctx, table)
+        if self.ctx.stats:  # waited on, so the sink has them before the batch counts as done
+            ray.get(self.sink.add.remote(self.ctx.stats))
+        return out
 
 
 class RayExecutor:
@@ -79,6 +101,7 @@ class RayExecutor:
             )
         ray.data.DataContext.get_current().execution_options.preserve_order = True
         ray.data.DataContext.get_current().enable_progress_bars = False
+        self.sink = ray.remote(num_cpus=0)(_StatsSink).remote()
 
     def run(self, stage: Stage, cfg: dict[str, Any], table: pa.Table) -> pa.Table:
         import ray
@@ -95,6 +118,7 @@ class RayExecutor:
                 "cfg": cfg,
                 "config": self.ctx.config,
                 "run_dir": str(self.ctx.run_dir),
+                "sink": self.sink,
             },
             batch_format="pyarrow",
             batch_size=self.run_cfg.ray_batch_size,
@@ -103,6 +127,7 @@ class RayExecutor:
         )
         schema = RECORD_TYPES[stage.produces].FEATURES.arrow_schema
         tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
+        merge_stats(self.ctx.stats, ray.get(self.sink.take.remote()))
         return (
             pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
         )

@@ -7,6 +7,8 @@ Layout of a run directory::
       manifest.json         finished stages: config hash, counts, timings
       stages/NN_name/data   the stage's kept rows (datasets.save_to_disk)
       stages/NN_name/set_aside   rows the stage marked keep=False, with reasons
+                            (``duplicates`` for dedup, ``contaminated`` for
+                            decontaminate)
       stages/NN_name/.partial-HASH/   finished batches of an unfinished stage
       rejects.jsonl         malformed input rows, with file, line and reason
       summary.json          the funnel
@@ -212,7 +214,7 @@ class Runner:
         kept = full.filter(lambda keep: keep, input_columns="keep")
         set_aside = full.filter(lambda keep: not keep, input_columns="keep")
         save_dataset_atomic(kept, sdir / "data")
-        save_dataset_atomic(set_aside, sdir / "set_aside")
+        save_dataset_atomic(set_aside, sdir / stage.side_name)
         shutil.rmtree(partial_dir)
         result = StageResult(
             name=stage.name,

@@ -12,12 +12,16 @@ from typing import Any
 
 import datasets
 
+from datagen.config import DatagenConfig
 from datagen.runner import StageResult
+from datagen.stages.adaptive import stage_report as adaptive_report
 from datagen.stages.decontaminate import write_decontam_report
 from datagen.stages.dedup import write_dedup_report
 
 
-def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float) -> dict[str, Any]:
+def build_summary(
+    results: list[StageResult], run_dir: Path, wall_seconds: float, config: DatagenConfig
+) -> dict[str, Any]:
     """Summarise a finished run (also written to RUN_DIR/summary.json)."""
     rejects = run_dir / "rejects.jsonl"
     malformed = len(rejects.read_text(encoding="utf-8").splitlines()) if rejects.exists() else 0
@@ -35,8 +39,8 @@ def build_summary(results: list[StageResult], run_dir: Path, wall_seconds: float
         summary["samples"] = gen.rows_out + gen.rows_set_aside
         summary["generation_failed"] = gen.rows_set_aside
         summary["cost_usd"] = round(_stage_cost(stage_dirs[gen_name]), 6)
-        if gen_name == "generate_adaptive":
-            summary["adaptive"] = gen.stats
+        if gen_name == "generate_adaptive":  # exact over the datasets, resumed or on Ray
+            summary["adaptive"] = adaptive_report(stage_dirs[gen_name], config)
     if gen_name and results:
         final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
         passed = final["passed"]

@@ -28,6 +28,7 @@ from datagen.config import (
 )
 from datagen.records import Problem, Sample
 from datagen.stages.adaptive import (
+    additive_counts,
     comparison,
     generate_adaptive,
     sample_adaptively,
@@ -271,7 +272,7 @@ def test_adaptive_beats_fixed_n_in_pairs_per_sample_on_the_local_teacher(tmp_pat
     assert adaptive["redi_pairs"] == fixed["redi_pairs"] >= 1, (adaptive, fixed)
     assert spent < fixed_samples, stats
     assert adaptive["redi_pairs"] / spent > fixed["redi_pairs"] / fixed_samples
-    assert stats["fixed_n_at_max_samples"] == {
+    assert adaptive["adaptive"]["fixed_n_at_max_samples"] == {
         "n": 4,
         "samples": fixed_samples,
         "pairable_prompts": fixed["redi_pairs"],
@@ -279,7 +280,10 @@ def test_adaptive_beats_fixed_n_in_pairs_per_sample_on_the_local_teacher(tmp_pat
     }
     print(
         json.dumps(
-            {"adaptive": stats, "fixed": {"samples": fixed_samples, "pairs": fixed["redi_pairs"]}}
+            {
+                "adaptive": adaptive["adaptive"],
+                "fixed": {"samples": fixed_samples, "pairs": fixed["redi_pairs"]},
+            }
         )
     )
 
@@ -287,9 +291,13 @@ def test_adaptive_beats_fixed_n_in_pairs_per_sample_on_the_local_teacher(tmp_pat
     # positive and negative, or at max_samples: checked on the real verdicts.
     stage_dir = tmp_path / "ad" / "stages" / "03_generate_adaptive"
     report = stage_report(stage_dir, resolve_config(compose("+pipeline=math_adaptive", *ad_cfg)))
-    estimate = "fixed_n_at_generation_n_estimate"  # summed per batch, rounded: approx equal
+    assert adaptive["adaptive"] == report
+    # The stage's own counters (summed per batch) hold the additive part of the report.
+    estimate = "fixed_n_at_generation_n_estimate"  # rounded per batch: approx equal
     assert {k: v for k, v in stats.items() if k in report and k != estimate} == {
-        k: v for k, v in report.items() if k != estimate
+        k: additive_counts(v) if isinstance(v, dict) else v
+        for k, v in report.items()
+        if k not in (estimate, "samples_per_pairable_prompt")
     }
     assert stats[estimate]["pairable_prompts"] == pytest.approx(
         report[estimate]["pairable_prompts"], abs=0.01

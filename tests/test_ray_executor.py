@@ -1,4 +1,5 @@
-"""The same stages on Ray Data (a real local Ray cluster) give the same datasets as locally."""
+"""The same stages on Ray Data (a real local Ray cluster) give the same datasets and
+counters as locally."""
 
 from __future__ import annotations
 
@@ -48,10 +49,13 @@ def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
         results = Runner(cfg, run_dir, stages).run()
         kept = datasets.load_from_disk(str(run_dir / "stages" / "02_dedup" / "data"))
         aside = [
-            datasets.load_from_disk(str(run_dir / "stages" / d / "set_aside"))["reject_reason"]
-            for d in ("01_decontaminate", "02_dedup")
+            datasets.load_from_disk(str(run_dir / "stages" / d))["reject_reason"]
+            for d in ("01_decontaminate/contaminated", "02_dedup/duplicates")
         ]
-        outputs[executor] = (kept["id"], aside, [r.rows_out for r in results])
+        counts = [r.rows_out for r in results]
+        outputs[executor] = (kept["id"], aside, counts, [r.stats for r in results])
     assert outputs["ray"] == outputs["local"]
-    _, aside, counts = outputs["ray"]
+    _, aside, counts, stats = outputs["ray"]
     assert counts == [40, 39, 38] and len(aside[0]) == 1 and len(aside[1]) == 1
+    # The decontaminate counter was added inside Ray actors and reached the runner.
+    assert stats[1] == {"gsm8k_test:exact": 1}, stats

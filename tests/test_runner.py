@@ -10,6 +10,7 @@ import pytest
 from datagen.records import Problem
 from datagen.runner import Runner
 from datagen.stages import STAGES, Stage
+from datagen.stages.base import merge_stats
 
 
 class Boom(RuntimeError):
@@ -82,7 +83,7 @@ def test_set_aside_rows_and_rejects_are_kept(tmp_path, make_config):
     run_dir = tmp_path / "run"
     results = Runner(cfg, run_dir, [STAGES["load"], STAGES["dedup"]]).run()
     assert (results[0].rows_out, results[1].rows_out, results[1].rows_set_aside) == (11, 10, 1)
-    aside = datasets.load_from_disk(str(run_dir / "stages" / "01_dedup" / "set_aside"))
+    aside = datasets.load_from_disk(str(run_dir / "stages" / "01_dedup" / "duplicates"))
     assert aside["reject_reason"] == ["duplicate: exact"]
     rejects = [json.loads(x) for x in (run_dir / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 1 and rejects[0]["line"] == 12
@@ -103,3 +104,13 @@ def test_stage_chain_is_checked_before_any_work(tmp_path, make_config):
     cfg = make_config("+pipeline=math")
     with pytest.raises(ValueError, match=r"reorder pipeline\.stages"):
         Runner(cfg, tmp_path, [STAGES["load"], STAGES["verify"]])
+
+
+def test_merge_stats_adds_counters_from_two_processes():
+    # What a Ray run does with the counters of its actors: the totals of one process.
+    one = {"verify": {"passed": 2, "cost_usd": 0.1, "by": {"math": 2}}, "filter": {"length": 1}}
+    two = {"verify": {"passed": 3, "cost_usd": 0.2, "by": {"math": 1, "code": 4}}}
+    assert merge_stats(one, two) == {
+        "verify": {"passed": 5, "cost_usd": 0.3, "by": {"math": 3, "code": 4}},
+        "filter": {"length": 1},
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datagen.stages.adaptive import generate_adaptive
 from datagen.stages.base import Stage, StageContext
 from datagen.stages.decontaminate import decontaminate
-from datagen.stages.dedup import dedup
+from datagen.stages.dedup import dedup, dedup_samples
 from datagen.stages.emit import emit
 from datagen.stages.filter import filter_samples
 from datagen.stages.generate import generate
@@ -16,8 +16,23 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("load", load, "none", "problem", ("source", "run.limit")),
-        Stage("decontaminate", decontaminate, "problem", "problem", ("decontam",)),
-        Stage("dedup", dedup, "problem", "problem", ("dedup",), needs_all_rows=True),
+        Stage(
+            "decontaminate",
+            decontaminate,
+            "problem",
+            "problem",
+            ("decontam",),
+            side_name="contaminated",
+        ),
+        Stage(
+            "dedup",
+            dedup,
+            "problem",
+            "problem",
+            ("dedup",),
+            needs_all_rows=True,
+            side_name="duplicates",
+        ),
         Stage(
             "generate",
             generate,
@@ -33,6 +48,16 @@ STAGES: dict[str, Stage] = {
             "sample",
             ("teacher", "generation", "adaptive", "verifier", "filter", "run.seed"),
             batch_size_key="generate_batch_size",
+        ),
+        # Compares the samples of one prompt, so all of a prompt's samples in one batch.
+        Stage(
+            "dedup_samples",
+            dedup_samples,
+            "sample",
+            "sample",
+            ("dedup.samples",),
+            needs_all_rows=True,
+            side_name="duplicates",
         ),
         Stage("verify", verify, "sample", "sample", ("verifier",)),
         # Rank rules (best k per prompt) need every sample of a prompt in one batch.

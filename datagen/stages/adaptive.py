@@ -34,7 +34,7 @@ import datasets
 from datagen.config import AdaptiveConfig, DatagenConfig, FilterConfig, SamplingConfig
 from datagen.output.difficulty import prob_pairable
 from datagen.records import Problem, Sample
-from datagen.stages.base import StageContext
+from datagen.stages.base import StageContext, merge_stats
 from datagen.stages.filter import reject_reason
 from datagen.stages.verify import verify
 from datagen.teachers import Teacher, build_teacher
@@ -273,36 +273,20 @@ def generate_adaptive(
     before = teacher.requests_sent
     states = sample_adaptively(batch, teacher, sampling, seed, acfg, verify_batch, usable)
     samples = [s for st in states for s in st.samples]
-    # Totals of this process's batches (like generate's requests_sent); recompute a
-    # resumed run's exact figures with comparison() over the stage's datasets.
-    bucket = ctx.stats.setdefault(STAGE, {})
-    for key, value in comparison(samples, acfg, sampling.n, usable).items():
-        _accumulate(bucket, key, value)
-    _refresh_ratios(bucket)
+    # Additive counts of this process's batches (ratios and fixed-N settings are
+    # left out, so per-actor counts of a Ray run add up); the summary's figures
+    # come from stage_report() over the stage's datasets, exact after a resume.
+    report = comparison(samples, acfg, sampling.n, usable)
+    merge_stats(ctx.stats.setdefault(STAGE, {}), additive_counts(report))
     ctx.count(STAGE, "requests_sent", teacher.requests_sent - before)
     ctx.count(STAGE, "failed", sum(s.error is not None for s in samples))
     return samples
 
 
-def _accumulate(bucket: dict[str, Any], key: str, value: Any) -> None:
-    """Add a batch's numbers to the stage's running totals (ratios are recomputed)."""
-    if isinstance(value, dict):
-        _accumulate_dict(bucket.setdefault(key, {}), value)
-    elif key != "samples_per_pairable_prompt":
-        bucket[key] = bucket.get(key, 0) + (value or 0)
-
-
-def _accumulate_dict(bucket: dict[str, Any], value: dict[str, Any]) -> None:
-    for k, v in value.items():
-        if k == "n":
-            bucket[k] = v
-        elif k != "samples_per_pairable_prompt":
-            bucket[k] = round(bucket.get(k, 0) + (v or 0), 3)
-
-
-def _refresh_ratios(bucket: dict[str, Any]) -> None:
-    for part in [bucket, *(v for v in bucket.values() if isinstance(v, dict))]:
-        spent = part.get("samples_spent", part.get("samples"))
-        pairable = part.get("pairable_prompts")
-        if spent is not None and pairable is not None:
-            part["samples_per_pairable_prompt"] = round(spent / pairable, 3) if pairable else None
+def additive_counts(report: dict[str, Any]) -> dict[str, Any]:
+    """The additive part of a :func:`comparison` report."""
+    return {
+        k: additive_counts(v) if isinstance(v, dict) else v
+        for k, v in report.items()
+        if k not in ("n", "samples_per_pairable_prompt")
+    }

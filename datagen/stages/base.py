@@ -30,7 +30,9 @@ class StageContext:
     run_dir: Path
     resources: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-stage counters a stage may add to (merged into the summary)."""
+    """Per-stage counters a stage may add to (merged into the summary). A row-wise
+    stage keeps them additive (counts, sums), since a Ray run adds up per-actor
+    counters with :func:`merge_stats`; ratios are computed from them afterwards."""
     rejects: list[dict[str, Any]] = field(default_factory=list)
     """Malformed input rows (file, line, reason, raw); the runner writes them out."""
 
@@ -53,6 +55,24 @@ class StageContext:
         self.resources.clear()
 
 
+def merge_stats(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Add counters from another process (or batch) into ``into``, in place.
+
+    Stage stats are additive by contract (counts and sums, nested dicts of them),
+    which is what lets per-actor counters of a Ray run add up to the same totals
+    as one local process. Anything that is not a number is overwritten.
+    """
+    for key, value in more.items():
+        if isinstance(value, dict):
+            merge_stats(into.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            total = into.get(key, 0) + value
+            into[key] = round(total, 9) if isinstance(total, float) else total
+        else:
+            into[key] = value
+    return into
+
+
 @dataclass(frozen=True)
 class Stage:
     """Declaration of one stage: what it reads, writes and depends on."""
@@ -68,6 +88,8 @@ class Stage:
     """Top-level config sections that shape the output; they key the manifest hash."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
+    side_name: str = "set_aside"
+    """Folder of the rows the stage set aside (``duplicates``, ``contaminated``, ...)."""
     batch_size_key: str = "batch_size"
     """Which ``run`` field sets this stage's batch size (and resume granularity)."""
     description: str = ""

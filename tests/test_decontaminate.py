@@ -219,7 +219,7 @@ def test_report_lists_every_contaminated_row(tmp_path):
     rows = jsonl(FIXTURES / "aime_1983_2023.jsonl")[:120]
     out = run_stage(rows, tmp_path)
     stage = tmp_path / "stages" / "01_decontaminate"
-    for name, keep in (("data", True), ("set_aside", False)):
+    for name, keep in (("data", True), ("contaminated", False)):
         table = [p.to_row() for p in out if p.keep is keep]
         datasets.Dataset.from_list(table, features=Problem.FEATURES).save_to_disk(str(stage / name))
     report = write_decontam_report(stage)

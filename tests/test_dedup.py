@@ -196,6 +196,8 @@ def test_method_none_keeps_everything(tmp_path):
         ({"index": "annoy"}, "dedup.index"),
         ({"neighbours": 0}, "dedup.neighbours"),
         ({"max_seq_length": 2}, "dedup.max_seq_length"),
+        ({"minhash_threshold": 0.0}, "dedup.minhash_threshold"),
+        ({"minhash_perms": 0}, "dedup.minhash_perms"),
     ],
 )
 def test_bad_config_names_the_key(kwargs, key):
@@ -327,6 +329,27 @@ def pool(extra: int = 12) -> list[Problem]:
     return rows
 
 
+@pytest.mark.parametrize(
+    ("threshold", "caught"),
+    [(0.7, {"ride-reorder", "ride-numbers"}), (0.8, {"ride-reorder"}), (0.95, set())],
+)
+def test_minhash_pass_needs_no_model_and_follows_its_threshold(tmp_path, threshold, caught):
+    # Exact word 3-gram Jaccard to the base: ride-reorder 0.91 (a whole sentence moved),
+    # ride-numbers 0.75, cards-reorder 0.66 (words swapped inside sentences), cards-numbers
+    # 0.63, poly-numbers 0.38. Whitespace and case variants are normalised repeats.
+    rows = pool()
+    cfg = DedupConfig(method="exact", minhash=True, minhash_threshold=threshold)
+    out = dedup(rows, make_ctx(tmp_path), cfg={"dedup": cfg})
+    removed = {p.id: p for p in out if not p.keep}
+    assert set(removed) == {"ride-ws", "cards-case"} | caught
+    for vid in caught:
+        assert removed[vid].reject_reason == "duplicate: minhash"
+        assert removed[vid].metadata["duplicate_of"] == "ride"
+        assert removed[vid].metadata["duplicate"]["score"] >= threshold
+    plain = dedup(pool(), make_ctx(tmp_path), cfg={"dedup": DedupConfig(method="exact")})
+    assert {p.id for p in plain if not p.keep} == {"ride-ws", "cards-case"}
+
+
 def test_planted_duplicates_are_caught_by_kind(embedder, similarity):
     # Measured: reordered 0.96-1.0; other numbers 0.98 (long word problem), 0.89, 0.76 (short).
     assert similarity["ride-reorder"] > 0.95 and similarity["cards-reorder"] > 0.95
@@ -391,7 +414,7 @@ def test_report_shows_clusters_with_their_evidence(tmp_path, embedder):
             p.keep = False
             p.metadata["duplicate"] = {"method": found.method[i], "score": found.score[i]}
     stage = tmp_path / "stages" / "02_dedup"
-    for name, keep in (("data", True), ("set_aside", False)):
+    for name, keep in (("data", True), ("duplicates", False)):
         table = [p.to_row() for p in rows if p.keep is keep]
         datasets.Dataset.from_list(table, features=Problem.FEATURES).save_to_disk(str(stage / name))
     report = write_dedup_report(stage, examples=2)
@@ -401,3 +424,45 @@ def test_report_shows_clusters_with_their_evidence(tmp_path, embedder):
     assert first["kept"] == {"id": "ride", "prompt": BASE["ride"]} and first["size"] == 4
     assert any(m["method"] == "semantic" and m["score"] > 0.95 for m in first["members"])
     assert json.loads((stage / "clusters.json").read_text()) == report
+
+
+def test_dedup_samples_stage_in_a_pipeline(tmp_path, make_config):
+    # Replayed traces (no generation cost): p1 has a repeated trace, p2 the same
+    # text as p1 but for another prompt, which is no duplicate.
+    from datagen.runner import Runner
+    from datagen.stages import build_pipeline
+
+    trace = "<think>\n3 times 4 is 12, checked twice.\n</think>\nThe answer is $\\boxed{12}$."
+    shouted = "<think>\n3 TIMES 4 IS 12,  CHECKED TWICE.\n</think>\nThe answer is $\\boxed{12}$."
+    rows = [
+        {"id": "p1", "problem": "What is $3 \\times 4$?", "answer": "12",
+         "generations": [trace, "<think>\n3+4 = 7.\n</think>\n$\\boxed{7}$", shouted]},
+        {"id": "p2", "problem": "What is $4 \\times 3$?", "answer": "12",
+         "generations": [trace, "<think>\nSo 12.\n</think>\n$\\boxed{12}$", "$\\boxed{13}$"]},
+    ]  # fmt: skip
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = ["load", "generate", "dedup_samples", "verify"]
+    config = make_config(
+        "+pipeline=math",
+        f"source.path={path}",
+        "teacher=replay",
+        f"teacher.path={path}",
+        "teacher.response_field=generations",
+        "generation.n=3",
+        "dedup.samples.method=exact",
+        f"pipeline.stages=[{','.join(names)}]",
+        "run.progress=false",
+    )
+    results = Runner(config, tmp_path / "run", build_pipeline(names)).run()
+    assert [(r.name, r.rows_out, r.rows_set_aside) for r in results] == [
+        ("load", 2, 0),
+        ("generate", 6, 0),
+        ("dedup_samples", 5, 1),
+        ("verify", 5, 0),
+    ]
+    stage_dir = tmp_path / "run" / "stages" / "02_dedup_samples"
+    aside = datasets.load_from_disk(str(stage_dir / "duplicates")).to_list()
+    assert [(r["sample_index"], "3 TIMES 4" in r["reasoning"]) for r in aside] == [(2, True)]
+    assert aside[0]["reject_reason"].startswith("duplicate sample: of ")
+    assert results[2].stats == {"duplicates": 1}

@@ -3,6 +3,7 @@
 * :mod:`~datagen.similarity.text`: normalisation, exact keys, word n-grams, shingles.
 * :mod:`~datagen.similarity.embed`: sentence embeddings with an on-disk cache.
 * :mod:`~datagen.similarity.index`: FAISS index choice (flat / HNSW / IVF), self-join.
+* :mod:`~datagen.similarity.minhash`: word-shingle MinHash LSH pairs (datasketch).
 * :mod:`~datagen.similarity.unionfind`: union-find.
 * :mod:`~datagen.similarity.cluster`: duplicate clusters and the member to keep.
 * :mod:`~datagen.similarity.leaks`: matching texts against benchmark items.
@@ -16,6 +17,7 @@ from datagen.similarity.cluster import Duplicates, find_duplicates
 from datagen.similarity.embed import DEFAULT_MODEL, Embedder, EmbeddingCache, resolve_model
 from datagen.similarity.index import INDEX_KINDS, IndexSpec, build_index, neighbour_pairs, search
 from datagen.similarity.leaks import LEAK_METHODS, Item, LeakIndex, Match
+from datagen.similarity.minhash import MinHashSpec, minhash_pairs
 from datagen.similarity.text import (
     alnum_key,
     jaccard,
@@ -39,11 +41,13 @@ __all__ = [
     "Item",
     "LeakIndex",
     "Match",
+    "MinHashSpec",
     "UnionFind",
     "alnum_key",
     "build_index",
     "find_duplicates",
     "jaccard",
+    "minhash_pairs",
     "neighbour_pairs",
     "normalise",
     "resolve_model",

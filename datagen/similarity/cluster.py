@@ -1,4 +1,4 @@
-"""Duplicate clusters: exact, then normalised, then embedding neighbours.
+"""Duplicate clusters: exact, then normalised, then embedding neighbours and MinHash.
 
 The cheap passes run first so the model sees each normalised text once.
 Every duplicate relation becomes a union-find edge; each connected component
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from datagen.similarity.index import IndexSpec, neighbour_pairs
+from datagen.similarity.minhash import MinHashSpec, minhash_pairs
 from datagen.similarity.text import group_by_key, normalise
 from datagen.similarity.unionfind import UnionFind
 
@@ -32,14 +33,15 @@ class Duplicates:
     kept: list[int]
     """Position of the row kept for this row's cluster (itself when it is kept)."""
     method: list[str | None]
-    """``exact``, ``normalised`` or ``semantic`` for a removed row; None for a kept row."""
+    """``exact``, ``normalised``, ``semantic`` or ``minhash`` for a removed row; None when kept."""
     score: list[float | None]
-    """Cosine similarity to the kept row (1.0 for exact and normalised; None when kept)."""
+    """Similarity to the kept row: cosine (semantic), estimated Jaccard (minhash), 1.0 for
+    exact and normalised; None when kept."""
     cluster_size: list[int]
     """Members in this row's cluster (1 for a row with no duplicate)."""
     stats: dict[str, Any] = field(default_factory=dict)
-    """Counts and timings: ``exact``, ``normalised``, ``semantic``, ``clusters``,
-    ``embedded_texts``, ``embed_seconds``, ``search_seconds``."""
+    """Counts and timings: ``exact``, ``normalised``, ``semantic``, ``minhash``, ``clusters``,
+    ``embedded_texts``, ``embed_seconds``, ``search_seconds``, ``minhash_seconds``."""
 
     def removed(self) -> list[int]:
         """Positions of the rows that duplicate a kept row."""
@@ -54,6 +56,7 @@ def find_duplicates(
     threshold: float = 0.95,
     neighbours: int = 16,
     spec: IndexSpec | None = None,
+    minhash: MinHashSpec | None = None,
 ) -> Duplicates:
     """Cluster duplicate texts and choose one member of each cluster to keep.
 
@@ -66,6 +69,8 @@ def find_duplicates(
         threshold: Cosine similarity at or above which two texts are duplicates.
         neighbours: Nearest neighbours searched per distinct text.
         spec: Index choice (None: :class:`IndexSpec` defaults).
+        minhash: Also join texts whose estimated word-shingle Jaccard reaches
+            ``minhash.threshold`` (None: no MinHash pass).
 
     Returns:
         A :class:`Duplicates` aligned with ``texts``.
@@ -99,12 +104,19 @@ def find_duplicates(
         for a, b in zip(left.tolist(), right.tolist(), strict=True):
             uf.union(groups[a][0], groups[b][0])
         stats["search_seconds"] = time.monotonic() - started
+    sigs: list | None = None
+    if minhash is not None and len(groups) > 1:
+        started = time.monotonic()
+        pairs, sigs = minhash_pairs([normed[members[0]] for members in groups], minhash)
+        for a, b, _ in pairs:
+            uf.union(groups[a][0], groups[b][0])
+        stats["minhash_seconds"] = time.monotonic() - started
 
     kept = list(range(n))
     method: list[str | None] = [None] * n
     score: list[float | None] = [None] * n
     size = [1] * n
-    counts = {"exact": 0, "normalised": 0, "semantic": 0}
+    counts = {"exact": 0, "normalised": 0, "semantic": 0, "minhash": 0}
     clusters = 0
     for members in uf.groups(min_size=2):
         clusters += 1
@@ -119,10 +131,31 @@ def find_duplicates(
             elif normed[m] == normed[head]:
                 method[m], score[m] = "normalised", 1.0
             else:
-                method[m] = "semantic"
-                if vectors is not None:
-                    sim = float(vectors[group_of[m]] @ vectors[group_of[head]])
-                    score[m] = round(sim, 4)
+                method[m], score[m] = _near_match(
+                    group_of[m], group_of[head], vectors, threshold, sigs, minhash
+                )
             counts[method[m]] += 1  # type: ignore[index]
     stats.update(counts, clusters=clusters)
     return Duplicates(kept=kept, method=method, score=score, cluster_size=size, stats=stats)
+
+
+def _near_match(
+    a: int,
+    b: int,
+    vectors: np.ndarray | None,
+    threshold: float,
+    sigs: list | None,
+    minhash: MinHashSpec | None,
+) -> tuple[str, float | None]:
+    """Which pass explains a member's place in its cluster, and its score to the kept row.
+
+    Embeddings win when they reach their threshold or MinHash does not; a member
+    joined only through a chain reports the method that has a score.
+    """
+    cos = float(vectors[a] @ vectors[b]) if vectors is not None else None
+    jac = float(sigs[a].jaccard(sigs[b])) if sigs is not None and minhash is not None else None
+    if cos is not None and (jac is None or cos >= threshold or jac < minhash.threshold):
+        return "semantic", round(cos, 4)
+    if jac is not None:
+        return "minhash", round(jac, 4)
+    return "semantic", None

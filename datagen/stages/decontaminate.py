@@ -39,7 +39,7 @@ from datagen.records import Problem, content_hash
 from datagen.similarity import DEFAULT_MODEL, LEAK_METHODS, Item, LeakIndex
 from datagen.sources import resolve_path
 from datagen.stages.base import StageContext
-from datagen.stages.dedup import get_embedder, side_output
+from datagen.stages.dedup import get_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def write_decontam_report(stage_dir: Path, max_chars: int = 300) -> dict[str, An
     import datasets
 
     stage_dir = Path(stage_dir)
-    aside = datasets.load_from_disk(str(side_output(stage_dir, "contaminated")))
+    aside = datasets.load_from_disk(str(Path(stage_dir) / "contaminated"))
     items = []
     by_benchmark: dict[str, int] = {}
     by_method: dict[str, int] = {}

@@ -3,14 +3,15 @@
 Duplicates waste teacher money. Exact and normalised (case, width, spacing)
 repeats are found by hashing; with ``dedup.method=semantic`` the remaining
 distinct prompts are embedded and near-duplicates above ``dedup.threshold``
-cosine similarity are found with FAISS. Duplicates form clusters (union-find);
-one member per cluster is kept by ``dedup.keep``. Every removed row records
-its evidence in ``metadata``::
+cosine similarity are found with FAISS; with ``dedup.minhash=true``, prompts
+with a high word-shingle Jaccard (MinHash LSH) are joined as well. Duplicates
+form clusters (union-find); one member per cluster is kept by ``dedup.keep``.
+Every removed row records its evidence in ``metadata``::
 
     duplicate_of  id of the kept member
     cluster       id of the kept member (also set on the kept member itself)
     cluster_size  members in the cluster
-    duplicate     {"of", "method": exact|normalised|semantic, "score": cosine to kept}
+    duplicate     {"of", "method": exact|normalised|semantic|minhash, "score": to kept}
 
 The machinery lives in :mod:`datagen.similarity`; this module maps records
 onto it. :func:`dedup_samples` is the optional per-prompt near-duplicate pass
@@ -32,6 +33,7 @@ from datagen.similarity import (
     INDEX_KINDS,
     Embedder,
     IndexSpec,
+    MinHashSpec,
     find_duplicates,
     jaccard,
     normalise,
@@ -80,9 +82,10 @@ class DedupConfig:
     ``semantic`` also removes embedding near-duplicates."""
     threshold: float = 0.95
     """Cosine similarity in (0, 1] at or above which two prompts are duplicates (semantic).
-    With all-MiniLM-L6-v2, reordered sentences or an added instruction score 0.95-1.0;
-    templated problems with other numbers score 0.72-0.98 (long word problems highest),
-    so lowering the threshold removes more of those (tests/test_dedup.py)."""
+    With all-MiniLM-L6-v2 on 100k real prompts (benchmarks/bench_dedup.py), 0.95 catches
+    97% of added instructions but 68% of reordered sentences; 0.90 catches 99.7% and 91%
+    and merges more distinct prompts. Templated problems with other numbers score
+    0.72-0.98 (long word problems highest). See docs/dedup.md."""
     keep: str = "first"
     """Which member of a cluster to keep: ``first`` seen, the first with a ``reference``
     answer, or the ``longest`` prompt (ties go to the first seen)."""
@@ -113,6 +116,17 @@ class DedupConfig:
     """Average prompts per IVF list (nlist = n / ivf_list_size)."""
     ivf_nprobe: int = 16
     """IVF lists scanned per query (higher: better recall, slower)."""
+    minhash: bool = False
+    """Also join prompts whose word-shingle Jaccard, estimated with MinHash LSH
+    (datasketch), reaches ``minhash_threshold``. Works with ``exact`` (no model) and
+    ``semantic`` (the union of both): MinHash catches reordered sentences that
+    embeddings at 0.95 miss, embeddings catch added instructions MinHash misses."""
+    minhash_threshold: float = 0.7
+    """Estimated Jaccard in (0, 1] at or above which two prompts are duplicates."""
+    minhash_ngram: int = 3
+    """Shingle length in words."""
+    minhash_perms: int = 128
+    """MinHash permutations (more: a closer Jaccard estimate, slower)."""
     samples: SampleDedupConfig = field(default_factory=SampleDedupConfig)
     """Near-duplicate removal among the samples of one prompt (stage ``dedup_samples``)."""
 
@@ -129,8 +143,9 @@ class DedupConfig:
             raise ConfigError(f"dedup.index must be one of {INDEX_KINDS}, got {self.index!r}")
 
     def _check_ranges(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(f"dedup.threshold must be in (0, 1], got {self.threshold}")
+        for name in ("threshold", "minhash_threshold"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"dedup.{name} must be in (0, 1], got {getattr(self, name)}")
         positive = (
             "embed_batch_size",
             "neighbours",
@@ -138,6 +153,8 @@ class DedupConfig:
             "hnsw_ef_search",
             "ivf_list_size",
             "ivf_nprobe",
+            "minhash_ngram",
+            "minhash_perms",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -148,6 +165,14 @@ class DedupConfig:
             raise ConfigError(
                 f"dedup.max_seq_length must be >= 8 or null, got {self.max_seq_length}"
             )
+
+    def minhash_spec(self) -> MinHashSpec | None:
+        """The MinHash pass these settings ask for (None: off)."""
+        if not self.minhash:
+            return None
+        return MinHashSpec(
+            threshold=self.minhash_threshold, ngram=self.minhash_ngram, num_perm=self.minhash_perms
+        )
 
     def index_spec(self) -> IndexSpec:
         """The FAISS index choice these settings describe."""
@@ -231,6 +256,7 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
         threshold=dcfg.threshold,
         neighbours=dcfg.neighbours,
         spec=dcfg.index_spec(),
+        minhash=dcfg.minhash_spec(),
     )
     for i, problem in enumerate(batch):
         size = found.cluster_size[i]
@@ -244,7 +270,7 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
         method = found.method[i]
         problem.keep = False
         problem.reject_reason = (
-            "duplicate: semantic" if method == "semantic" else "duplicate: exact"
+            f"duplicate: {method}" if method in ("semantic", "minhash") else "duplicate: exact"
         )
         problem.metadata["duplicate_of"] = head.id
         problem.metadata["duplicate"] = {"of": head.id, "method": method, "score": found.score[i]}
@@ -259,8 +285,8 @@ def dedup_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]
 
     Samples are compared only within one ``problem_id``, on reasoning plus
     content, so this is cheap (n² per prompt for small n) and needs no model.
-    Register it with ``needs_all_rows=True`` so that all samples of a prompt
-    are in one batch, and ``config_keys=("dedup.samples",)``.
+    Put it after ``generate`` in ``pipeline.stages`` and set ``dedup.samples.method``;
+    it runs on all samples at once, so a prompt's samples are never split.
 
     Args:
         batch: Samples (every sample of a prompt in this batch).
@@ -305,17 +331,11 @@ def dedup_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]
     return batch
 
 
-def side_output(stage_dir: Path, name: str) -> Path:
-    """The set-aside dataset of a stage: ``stage_dir/name`` if present, else ``set_aside``."""
-    named = Path(stage_dir) / name
-    return named if named.exists() else Path(stage_dir) / "set_aside"
-
-
 def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300) -> dict[str, Any]:
     """Summarise a finished dedup stage and write ``clusters.json`` into its folder.
 
-    Reads the stage's ``data`` (kept rows) and its side output (``duplicates``, or
-    ``set_aside``) as the runner wrote them, so a resumed run gives the same answer.
+    Reads the stage's ``data`` (kept rows) and its side output (``duplicates``) as
+    the runner wrote them, so a resumed run gives the same answer.
 
     Args:
         stage_dir: ``RUN_DIR/stages/NN_dedup``.
@@ -331,7 +351,7 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
     import datasets
 
     stage_dir = Path(stage_dir)
-    aside = datasets.load_from_disk(str(side_output(stage_dir, "duplicates")))
+    aside = datasets.load_from_disk(str(stage_dir / "duplicates"))
     clusters: dict[str, list[dict[str, Any]]] = {}
     by_method: dict[str, int] = {}
     for row in aside:

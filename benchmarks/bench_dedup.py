@@ -24,14 +24,15 @@ memory (``ru_maxrss``) is measured per part:
     on the same pool.
 
     Also: a threshold sweep (recall and unplanted merges at other thresholds,
-    from the warm cache) and, on the same vectors, the pairs found by the ``ivf``
-    and ``hnsw`` indexes as a share of those the exact ``flat`` index finds.
+    from the warm cache) and, on the same vectors, the pairs found by the ``ivf``,
+    ``hnsw`` and ``lsh`` indexes as a share of those the exact ``flat`` index finds.
 
 ``vectors``
     ``--vectors`` sizes (default 100k, 200k, 500k, 1M) of random unit vectors
     (dim 384), 1% of them planted near-copies (cosine ~0.97) of other rows; the
     self-join (k=16) with the index that ``dedup.index=auto`` picks at that size
-    (``ivf``), plus ``hnsw`` at ``--hnsw-at`` for comparison. Reports build and
+    and the default threshold (``lsh``; ``--vector-index ivf`` for the other
+    one), plus ``hnsw`` at ``--hnsw-at`` for comparison. Reports build and
     search time (wall and CPU), peak memory, recall of planted pairs, and the
     log-log slope of time against n (1.0 is linear; n log n from 100k to 1M is
     about 1.08).
@@ -224,7 +225,7 @@ def threshold_sweep(texts, labels, cache: Path, thresholds: list[float]) -> dict
 
 
 def compare_indexes(texts, cache: Path, threshold: float, k: int) -> dict:
-    """Pairs found by ivf and hnsw as a share of those the exact flat index finds."""
+    """Pairs found by ivf, hnsw and lsh as a share of those the exact flat index finds."""
     from datagen.similarity import Embedder, IndexSpec, neighbour_pairs, normalise
 
     uniq = list(dict.fromkeys(normalise(t) for t in texts))
@@ -232,7 +233,7 @@ def compare_indexes(texts, cache: Path, threshold: float, k: int) -> dict:
     vectors = emb.encode(uniq)
     emb.close()
     found, seconds = {}, {}
-    for kind in ("flat", "ivf", "hnsw"):
+    for kind in ("flat", "ivf", "hnsw", "lsh"):
         started = time.monotonic()
         left, right, _ = neighbour_pairs(vectors, threshold, k, IndexSpec(kind=kind))
         seconds[kind] = round(time.monotonic() - started, 2)
@@ -244,7 +245,7 @@ def compare_indexes(texts, cache: Path, threshold: float, k: int) -> dict:
         "seconds": seconds,
         "recall_vs_flat": {
             kind: round(len(found[kind] & exact) / max(1, len(exact)), 4)
-            for kind in ("ivf", "hnsw")
+            for kind in ("ivf", "hnsw", "lsh")
         },
     }
 
@@ -381,14 +382,15 @@ def part_vectors(args) -> dict:
     spec = cfg.index_spec()
     rss_before = peak_rss_mb()
     started, cpu = time.monotonic(), time.process_time()
-    index = build_index(x, spec)
+    index = build_index(x, spec, threshold=cfg.threshold)
     build_s, build_cpu = time.monotonic() - started, time.process_time() - cpu
     started, cpu = time.monotonic(), time.process_time()
     sims, ids = search(index, x, cfg.neighbours + 1)
     search_s, search_cpu = time.monotonic() - started, time.process_time() - cpu
     hit = (ids[n - planted :] == src[:, None]) & (sims[n - planted :] >= cfg.threshold)
-    kind = spec.resolve(n)
+    kind = spec.resolve(n, cfg.threshold)
     detail = {
+        "lsh": f"LSH {spec.lsh_tables} tables x {spec.lsh_bits} bits (IndexBinaryMultiHash)",
         "ivf": f"IVFFlat list_size={spec.ivf_list_size} nprobe={spec.ivf_nprobe}, HNSW quantizer",
         "hnsw": f"HNSWFlat M={spec.hnsw_m} efConstruction={spec.hnsw_ef_construction}",
         "flat": "IndexFlatIP",
@@ -464,7 +466,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="embedding cache (default: a fresh temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per subprocess")
-    ap.add_argument("--vector-index", default="ivf", help="index kind for the vectors part")
+    ap.add_argument(
+        "--vector-index", default="auto", help="index kind for the vectors part (auto: as dedup)"
+    )
     ap.add_argument("--hnsw-at", type=int, default=100_000, help="also time hnsw at this n (0: no)")
     ap.add_argument("--no-compare-indexes", dest="compare_indexes", action="store_false")
     ap.add_argument("--part", choices=["text", "vectors"], help=argparse.SUPPRESS)

@@ -98,7 +98,7 @@ def planted_vectors(n: int = 3000, dim: int = 64, planted: int = 30, seed: int =
     return x, truth
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "lsh"])
 def test_every_index_kind_finds_the_planted_pairs(kind):
     x, truth = planted_vectors()
     left, right, sims = neighbour_pairs(x, 0.9, 4, IndexSpec(kind=kind))
@@ -107,9 +107,12 @@ def test_every_index_kind_finds_the_planted_pairs(kind):
     assert (sims >= 0.9).all() and (left < right).all()
 
 
-def test_auto_index_is_exact_for_small_sets_and_ivf_for_large():
+def test_auto_index_is_exact_for_small_sets_then_lsh_or_ivf():
     spec = IndexSpec(flat_max_rows=1000)
     assert (spec.resolve(1000), spec.resolve(1001)) == ("flat", "ivf")
+    # LSH for near-duplicate thresholds only: lower ones need too few bits per table.
+    assert (spec.resolve(1001, 0.95), spec.resolve(1001, 0.9)) == ("lsh", "ivf")
+    assert spec.resolve(1000, 0.95) == "flat"
     assert IndexSpec(kind="ivf").resolve(10) == "ivf"
 
 
@@ -198,6 +201,7 @@ def test_method_none_keeps_everything(tmp_path):
         ({"max_seq_length": 2}, "dedup.max_seq_length"),
         ({"minhash_threshold": 0.0}, "dedup.minhash_threshold"),
         ({"minhash_perms": 0}, "dedup.minhash_perms"),
+        ({"lsh_tables": 3, "lsh_bits": 21}, "dedup.lsh_tables \\* dedup.lsh_bits"),
     ],
 )
 def test_bad_config_names_the_key(kwargs, key):
@@ -387,6 +391,20 @@ def test_threshold_decides_templated_siblings(embedder, similarity, vid):
     assert below.method[pos] == "semantic" and below.kept[pos] != pos
     assert below.score[pos] == pytest.approx(s, abs=1e-3)
     assert above.kept[pos] == pos
+
+
+def test_lsh_index_finds_what_the_exact_index_finds_on_real_embeddings(embedder):
+    # flat_max_rows=5 sends this small pool down the large-set path: auto picks lsh
+    # at threshold 0.95 and ivf at 0.9; both must match the exact index here.
+    texts = [p.prompt for p in pool(extra=40)]
+    for threshold, kind in ((0.95, "lsh"), (0.9, "ivf")):
+        small = IndexSpec(flat_max_rows=5)
+        assert small.resolve(len(texts), threshold) == kind
+        found = [
+            find_duplicates(texts, embed=embedder.encode, threshold=threshold, spec=spec).kept
+            for spec in (small, IndexSpec(kind="flat"))
+        ]
+        assert found[0] == found[1] and found[0] != list(range(len(texts)))
 
 
 def test_rerun_reads_the_cache_instead_of_embedding(tmp_path, embedder):

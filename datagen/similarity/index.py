@@ -7,22 +7,26 @@ Which index (``kind="auto"``):
 
 * up to ``flat_max_rows`` vectors, ``IndexFlatIP``: exact, but a self-join costs
   n² dot products (4e12 flops at 100k x 384: minutes on 2 cores);
-* above that, ``ivf``: ``IndexIVFFlat`` with lists of about ``ivf_list_size``
+* above that, for a near-duplicate threshold (at least ``lsh_min_threshold``),
+  ``lsh``: random-hyperplane sign bits, ``lsh_tables`` tables of ``lsh_bits``
+  bits each, in FAISS's ``IndexBinaryMultiHash``. Two vectors at cosine c agree
+  on a bit with probability 1 - arccos(c)/pi, so a pair at 0.95 shares one
+  20-bit table with probability 0.12, and at least one of 32 tables with 0.98
+  (0.999 at 0.97). A random pair shares a table with probability 2^-20. Work
+  per vector is constant, and the hash tables grow with n, so the self-join is
+  about linear up to ~2^lsh_bits vectors. Candidates are re-scored by cosine.
+* otherwise, ``ivf``: ``IndexIVFFlat`` with lists of about ``ivf_list_size``
   vectors and an HNSW coarse quantizer. The centroids are a random sample of the
-  vectors, not k-means: k-means with n/128 centroids costs O(n²) to train, while
-  sampling keeps the whole self-join at about O(n log n) (HNSW over n/128
-  centroids, then ``nprobe`` lists of constant size per query);
-* ``hnsw`` on request: ``IndexHNSWFlat`` over every vector. Also about
-  O(n log n) in theory, but 4x the CPU time of ``ivf`` at 100k vectors on 2 cores
-  (same recall there) and more memory for the graph.
+  vectors, not k-means: k-means with n/128 centroids costs O(n²) to train;
+* ``hnsw`` on request: ``IndexHNSWFlat`` over every vector.
 
-Measured by ``benchmarks/bench_dedup.py`` on random unit vectors (dim 384, 2
-shared cores), the ``ivf`` self-join took 36, 68, 214 and 565 CPU seconds at
-100k, 200k, 500k and 1M: within 1.3x of n log n. Random vectors are the worst
-case for the HNSW quantizer: at 1M it finds the right list for only ~85% of
-planted near-copies with ``hnsw_ef_search=64`` (98% at 256, for 4x the quantizer
-time). Real embeddings are clustered and fare better; raise ``hnsw_ef_search``
-or ``ivf_nprobe`` for more recall.
+Measured by ``benchmarks/bench_dedup.py`` (2 cores; docs/dedup.md): on random
+unit vectors (dim 384) with planted near-copies at cosine 0.97, the ``lsh``
+self-join took 4.3 s at 100k and 52 s at 1M (n log n predicts 12.0x; it grew
+12.1x) with recall 0.9999; ``ivf`` took 17 s and 306 s (n^1.26) with recall
+falling to 0.84. On 54k real prompt embeddings at threshold 0.95, ``lsh`` finds
+99.8% of the pairs the exact index finds, ``ivf`` 99.99%. At lower thresholds
+LSH needs fewer bits and then many more candidates, so ``auto`` uses ``ivf``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "lsh")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class IndexSpec:
     """How to index vectors; see the module docstring for the trade-offs."""
 
     kind: str = "auto"
-    """``auto`` (flat up to ``flat_max_rows``, else ivf), ``flat``, ``hnsw`` or ``ivf``."""
+    """``auto`` (see :meth:`resolve`), ``flat``, ``hnsw``, ``ivf`` or ``lsh``."""
     flat_max_rows: int = 20_000
     """Largest set that ``auto`` indexes exactly."""
     hnsw_m: int = 32
@@ -56,14 +60,69 @@ class IndexSpec:
     """Average vectors per IVF list: nlist = n / ivf_list_size."""
     ivf_nprobe: int = 16
     """IVF lists scanned per query."""
+    lsh_tables: int = 32
+    """LSH hash tables; more raise recall and cost."""
+    lsh_bits: int = 20
+    """Sign bits per LSH table; fewer raise recall and the candidates per query."""
+    lsh_min_threshold: float = 0.94
+    """Lowest threshold at which ``auto`` picks ``lsh`` for a large set."""
     seed: int = 0
-    """Seeds the choice of IVF centroids."""
+    """Seeds the choice of IVF centroids and the LSH hyperplanes."""
 
-    def resolve(self, n: int) -> str:
-        """The concrete index kind for ``n`` vectors."""
+    def resolve(self, n: int, threshold: float | None = None) -> str:
+        """The concrete index kind for ``n`` vectors searched at ``threshold``."""
         if self.kind != "auto":
             return self.kind
-        return "flat" if n <= self.flat_max_rows else "ivf"
+        if n <= self.flat_max_rows:
+            return "flat"
+        high = threshold is not None and threshold >= self.lsh_min_threshold
+        return "lsh" if high else "ivf"
+
+
+class LshIndex:
+    """Random-hyperplane LSH over unit vectors, answering like a FAISS index.
+
+    Sign bits of random projections are packed into binary codes and stored in
+    FAISS's ``IndexBinaryMultiHash`` (one hash table per ``bits``-bit slice).
+    A search gathers the vectors that share a slice with the query, keeps the
+    ``k`` nearest in Hamming distance, and returns their cosine similarities.
+    """
+
+    def __init__(self, d: int, tables: int, bits: int, seed: int = 0) -> None:
+        if (tables * bits) % 8:
+            raise ValueError(f"lsh_tables * lsh_bits must be a multiple of 8, got {tables * bits}")
+        rng = np.random.default_rng(seed)
+        self.planes = rng.standard_normal((d, tables * bits), dtype=np.float32)
+        self.codes = faiss.IndexBinaryMultiHash(tables * bits, tables, bits)
+        self._parts: list[np.ndarray] = []  # the vectors, to re-score candidates by cosine
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0]
+
+    @property
+    def ntotal(self) -> int:
+        return self.codes.ntotal
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return np.packbits(x @ self.planes > 0, axis=1)
+
+    def add(self, x: np.ndarray) -> None:
+        self.codes.add(self.encode(x))
+        self._parts.append(x)
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        _, ids = self.codes.search(self.encode(x), k)
+        sims = np.empty(ids.shape, dtype=np.float32)  # cosine of each candidate; -inf for none
+        ptr = faiss.swig_ptr
+        faiss.fvec_inner_products_by_idx(
+            ptr(sims), ptr(x), ptr(self.vectors), ptr(ids), x.shape[1], len(x), ids.shape[1]
+        )
+        order = np.argsort(-sims, axis=1, kind="stable")
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
 
 
 def _hnsw(d: int, spec: IndexSpec) -> faiss.IndexHNSWFlat:
@@ -73,12 +132,19 @@ def _hnsw(d: int, spec: IndexSpec) -> faiss.IndexHNSWFlat:
     return index
 
 
-def build_index(vectors: np.ndarray, spec: IndexSpec, *, chunk: int = 50_000) -> faiss.Index:
+def build_index(
+    vectors: np.ndarray,
+    spec: IndexSpec,
+    *,
+    threshold: float | None = None,
+    chunk: int = 50_000,
+) -> faiss.Index | LshIndex:
     """Build and fill the index that ``spec`` chooses for ``vectors``.
 
     Args:
         vectors: float32 array ``(n, d)`` of unit rows.
         spec: The index choice.
+        threshold: The similarity the caller will search for (lets ``auto`` pick ``lsh``).
         chunk: Vectors added per call (bounds temporary memory).
 
     Returns:
@@ -86,9 +152,9 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, *, chunk: int = 50_000) ->
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
-    kind = spec.resolve(n)
+    kind = spec.resolve(n, threshold)
     if kind == "flat":
-        index: faiss.Index = faiss.IndexFlatIP(d)
+        index: faiss.Index | LshIndex = faiss.IndexFlatIP(d)
     elif kind == "hnsw":
         index = _hnsw(d, spec)
     elif kind == "ivf":
@@ -100,6 +166,8 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, *, chunk: int = 50_000) ->
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.is_trained = True  # the sampled centroids stand in for k-means
         index.nprobe = min(spec.ivf_nprobe, nlist)
+    elif kind == "lsh":
+        index = LshIndex(d, spec.lsh_tables, spec.lsh_bits, spec.seed)
     else:
         raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
     for lo in range(0, n, chunk):
@@ -108,7 +176,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, *, chunk: int = 50_000) ->
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, *, chunk: int = 16_384):
+def search(index: faiss.Index | LshIndex, queries: np.ndarray, k: int, *, chunk: int = 16_384):
     """Top-``k`` neighbours of each query, in chunks.
 
     Returns:
@@ -149,7 +217,7 @@ def neighbour_pairs(
     if n < 2:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
-    index = build_index(vectors, spec)
+    index = build_index(vectors, spec, threshold=threshold)
     sims, ids = search(index, vectors, k + 1)
     rows = np.repeat(np.arange(n), ids.shape[1]).reshape(ids.shape)
     mask = (ids >= 0) & (ids != rows) & (sims >= threshold)

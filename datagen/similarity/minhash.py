@@ -1,7 +1,7 @@
 """Near-duplicate pairs by word-shingle Jaccard, estimated with MinHash LSH (datasketch).
 
 A complement to embeddings, not a replacement. On 100k real prompts
-(``benchmarks/bench_dedup.py``), all-MiniLM-L6-v2 at cosine 0.95 put 68% of
+(``benchmarks/bench_dedup.py``), all-MiniLM-L6-v2 at cosine 0.95 put 67% of
 prompts whose sentences were reordered with their source, and MinHash at
 Jaccard 0.7 put 97%; for an added instruction the order was reversed (97% and
 93%). Shingles are local, so moving whole sentences keeps most of them.

@@ -83,7 +83,7 @@ class DedupConfig:
     threshold: float = 0.95
     """Cosine similarity in (0, 1] at or above which two prompts are duplicates (semantic).
     With all-MiniLM-L6-v2 on 100k real prompts (benchmarks/bench_dedup.py), 0.95 catches
-    97% of added instructions but 68% of reordered sentences; 0.90 catches 99.7% and 91%
+    97% of added instructions but 67% of reordered sentences; 0.90 catches 99.7% and 91%
     and merges more distinct prompts. Templated problems with other numbers score
     0.72-0.98 (long word problems highest). See docs/dedup.md."""
     keep: str = "first"
@@ -102,8 +102,9 @@ class DedupConfig:
     """Embedding cache folder (None: RUN_DIR/cache/embeddings). Point several runs at one
     folder to share it; entries are keyed by model, max_seq_length and text hash."""
     index: str = "auto"
-    """FAISS index: ``auto`` (exact ``flat`` up to ``flat_max_rows`` prompts, else ``ivf``),
-    ``flat``, ``ivf`` or ``hnsw`` (see :mod:`datagen.similarity.index`)."""
+    """FAISS index: ``auto`` (exact ``flat`` up to ``flat_max_rows`` prompts; above that
+    ``lsh`` when ``threshold`` >= ``lsh_min_threshold``, else ``ivf``), ``flat``, ``ivf``,
+    ``hnsw`` or ``lsh`` (see :mod:`datagen.similarity.index`)."""
     flat_max_rows: int = 20_000
     """Largest number of distinct prompts that ``auto`` searches exactly."""
     neighbours: int = 16
@@ -116,6 +117,12 @@ class DedupConfig:
     """Average prompts per IVF list (nlist = n / ivf_list_size)."""
     ivf_nprobe: int = 16
     """IVF lists scanned per query (higher: better recall, slower)."""
+    lsh_tables: int = 32
+    """LSH hash tables (more: better recall, slower)."""
+    lsh_bits: int = 20
+    """Sign bits per LSH table (fewer: better recall, more candidates per query)."""
+    lsh_min_threshold: float = 0.94
+    """Lowest ``threshold`` at which ``auto`` picks ``lsh`` over ``ivf`` for a large set."""
     minhash: bool = False
     """Also join prompts whose word-shingle Jaccard, estimated with MinHash LSH
     (datasketch), reaches ``minhash_threshold``. Works with ``exact`` (no model) and
@@ -155,10 +162,17 @@ class DedupConfig:
             "ivf_nprobe",
             "minhash_ngram",
             "minhash_perms",
+            "lsh_tables",
+            "lsh_bits",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"dedup.{name} must be >= 1, got {getattr(self, name)}")
+        if (self.lsh_tables * self.lsh_bits) % 8:
+            raise ConfigError(
+                "dedup.lsh_tables * dedup.lsh_bits must be a multiple of 8, "
+                f"got {self.lsh_tables} * {self.lsh_bits}"
+            )
         if self.flat_max_rows < 0:
             raise ConfigError(f"dedup.flat_max_rows must be >= 0, got {self.flat_max_rows}")
         if self.max_seq_length is not None and self.max_seq_length < 8:
@@ -183,6 +197,9 @@ class DedupConfig:
             hnsw_ef_search=self.hnsw_ef_search,
             ivf_list_size=self.ivf_list_size,
             ivf_nprobe=self.ivf_nprobe,
+            lsh_tables=self.lsh_tables,
+            lsh_bits=self.lsh_bits,
+            lsh_min_threshold=self.lsh_min_threshold,
         )
 
 

@@ -275,37 +275,12 @@ def run_stage(texts, cache_dir: Path, **overrides):
 
 
 def run_minhash(texts, threshold: float = 0.7, num_perm: int = 128):
-    from datasketch import MinHash, MinHashLSH
-
-    from datagen.similarity import UnionFind, normalise, word_ngrams, words
+    """The MinHash baseline alone: normalised repeats, then datasketch MinHash LSH."""
+    from datagen.similarity import MinHashSpec, find_duplicates
 
     started = time.monotonic()
-    normed = [normalise(t) for t in texts]
-    first: dict[str, int] = {}
-    uf = UnionFind(len(texts))
-    uniq = []
-    for i, t in enumerate(normed):
-        if t in first:
-            uf.union(first[t], i)
-        else:
-            first[t] = i
-            uniq.append(i)
-    shingle_sets = []
-    for i in uniq:
-        toks = words(normed[i])
-        grams = {" ".join(g) for g in word_ngrams(toks, 3)} or {" ".join(toks)}
-        shingle_sets.append([g.encode("utf-8") for g in grams])
-    hashes = list(MinHash.bulk(shingle_sets, num_perm=num_perm))
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    for i, mh in zip(uniq, hashes, strict=True):
-        lsh.insert(i, mh)
-    by_pos = dict(zip(uniq, hashes, strict=True))
-    for i, mh in zip(uniq, hashes, strict=True):
-        for j in lsh.query(mh):
-            if j != i and mh.jaccard(by_pos[j]) >= threshold:
-                uf.union(i, j)
-    seconds = time.monotonic() - started
-    return seconds, [uf.find(i) for i in range(len(texts))]
+    found = find_duplicates(texts, minhash=MinHashSpec(threshold=threshold, num_perm=num_perm))
+    return time.monotonic() - started, found.kept
 
 
 def part_text(args) -> dict:

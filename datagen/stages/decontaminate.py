@@ -145,14 +145,7 @@ def build_leak_index(cfg: DecontamConfig, ctx: StageContext) -> LeakIndex:
     """The benchmark index for ``cfg`` (embeddings of the items come from the cache)."""
     embed = None
     if "embedding" in cfg.methods:
-        embed = get_embedder(
-            ctx,
-            model=cfg.model,
-            cache_dir=cfg.cache_dir,
-            batch_size=cfg.embed_batch_size,
-            max_seq_length=cfg.max_seq_length,
-            device=cfg.device,
-        ).encode
+        embed = get_embedder(ctx, cfg).encode
     items = load_benchmarks(cfg)
     logger.info("decontaminate: %d items from %d benchmarks", len(items), len(cfg.benchmarks))
     return LeakIndex(

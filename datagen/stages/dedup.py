@@ -203,19 +203,15 @@ class DedupConfig:
         )
 
 
-def get_embedder(
-    ctx: StageContext,
-    *,
-    model: str,
-    cache_dir: str | None,
-    batch_size: int,
-    max_seq_length: int | None,
-    device: str | None,
-) -> Embedder:
-    """The process-wide embedder for these settings (shared by dedup and decontaminate).
+def get_embedder(ctx: StageContext, cfg: DedupConfig | Any) -> Embedder:
+    """The process-wide embedder for a config's embedding settings.
 
-    The cache defaults to ``RUN_DIR/cache/embeddings``; the model loads on the first miss.
+    Shared by dedup and decontaminate, whose configs both carry ``model``,
+    ``cache_dir``, ``embed_batch_size``, ``max_seq_length`` and ``device``. The
+    cache defaults to ``RUN_DIR/cache/embeddings``; the model loads on the first miss.
     """
+    model, cache_dir, batch_size = cfg.model, cfg.cache_dir, cfg.embed_batch_size
+    max_seq_length, device = cfg.max_seq_length, cfg.device
     folder = Path(cache_dir) if cache_dir else ctx.run_dir / "cache" / "embeddings"
     key = f"embedder:{model}:{folder}:{batch_size}:{max_seq_length}:{device}"
     progress = bool(getattr(getattr(ctx.config, "run", None), "progress", False))
@@ -258,14 +254,7 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
         return batch
     embed = None
     if dcfg.method == "semantic":
-        embed = get_embedder(
-            ctx,
-            model=dcfg.model,
-            cache_dir=dcfg.cache_dir,
-            batch_size=dcfg.embed_batch_size,
-            max_seq_length=dcfg.max_seq_length,
-            device=dcfg.device,
-        ).encode
+        embed = get_embedder(ctx, dcfg).encode
     found = find_duplicates(
         [p.prompt for p in batch],
         priority=_priority(batch, dcfg.keep),

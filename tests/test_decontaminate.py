@@ -228,6 +228,10 @@ def test_report_lists_every_contaminated_row(tmp_path):
     assert report["contaminated"] == len(flagged) and sum(report["by_method"].values()) == len(
         flagged
     )
+    from datagen.summary import format_summary  # the run report lists every item
+
+    shown = format_summary({"contamination_report": report}).splitlines()
+    assert [x.split()[1] for x in shown if x.split()[0] == "contaminated"] == flagged
     lines = jsonl(stage / "contaminated.jsonl")
     assert {"benchmark", "item", "method", "score", "item_text", "prompt"} <= set(lines[0])
 

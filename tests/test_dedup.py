@@ -442,6 +442,10 @@ def test_report_shows_clusters_with_their_evidence(tmp_path, embedder):
     assert first["kept"] == {"id": "ride", "prompt": BASE["ride"]} and first["size"] == 4
     assert any(m["method"] == "semantic" and m["score"] > 0.95 for m in first["members"])
     assert json.loads((stage / "clusters.json").read_text()) == report
+    from datagen.summary import format_summary  # the run report shows the example clusters
+
+    shown = [x for x in format_summary({"dedup_report": report}).splitlines() if "cluster" in x]
+    assert len(shown) == 2 and shown[0].split()[3] == "ride:"
 
 
 def test_dedup_samples_stage_in_a_pipeline(tmp_path, make_config):

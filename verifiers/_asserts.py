@@ -1,22 +1,25 @@
 """Rewrite assert-style tests so that expected values stay out of the sandbox.
 
-For ``assert L == R`` (and ``assert is_same_list(L, R)`` / ``is_same_tree(L, R)``)
-the candidate's process only learns how to compute ``L``; it reports the value, and
-the parent compares it with ``R``:
+The candidate's process computes only its own calls and reports their values; the
+parent applies everything else of the assert to those values:
 
-* ``literal``: ``R`` is a literal, parsed here with :func:`ast.literal_eval`; it
-  never enters the sandbox.
+* ``literal``: ``assert L == R`` (or ``is_same_list`` / ``is_same_tree``) with ``R`` a
+  literal, parsed here with :func:`ast.literal_eval`; it never enters the sandbox.
 * ``ref``: ``R`` needs only builtins, stdlib modules and names the setup code
-  defines (``set((4, 5))``, ``tree_node([1, 2])``, ``sys.getsizeof(...)``). A
-  separate ``ref`` worker computes it before the candidate runs and without the
-  candidate's code; the candidate's process never sees ``R``.
-* ``pair``: ``R`` uses the test's own variables or the candidate's names, so the
-  candidate's process computes both sides.
-* ``truthy``: any other ``assert <expr>``; the candidate's process reports the value
-  of ``<expr>``.
+  defines (``set((4, 5))``, ``tree_node([1, 2])``). A separate ``ref`` worker
+  computes it without the candidate's code; the candidate's process never sees it.
+  In both modes ``L`` is a call of the candidate's, possibly inside pure builtins
+  (``tuple(candidate(x))``) that the parent applies (``Check.wrap``).
+* ``expr``: any other assert made of the candidate's calls and pure operations
+  (``assert not f(1)``, ``assert abs(f(2) - 0.5) < 1e-6``, ``assert True``): the
+  candidate reports the calls, the parent evaluates the rest (:mod:`verifiers._template`).
+* ``pair``: ``R`` uses the test's own variables or helpers, so the candidate's
+  process computes both sides; ``opaque``: any other assert (the candidate's process
+  computes the verdict itself).
 
-``pair`` and ``truthy`` tests are counted as ``forgeable_tests`` in the verdict: a
-program that knows this protocol could report made-up values for them.
+``pair`` and ``opaque`` tests are *forgeable*: a program that knows this protocol can
+report whatever makes them pass. They are counted as ``forgeable_tests``, and a pass
+that rests on one is ``unverifiable``, never a pass (:mod:`verifiers.code`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from verifiers import _template
+
 SAME_HELPERS = ("is_same_list", "is_same_tree")
+FORGEABLE_MODES = frozenset(("pair", "opaque"))
 # ``from <module> import *`` in setup code is expanded (by importing the module here,
 # in the parent) only for these side-effect-free modules; other star imports leave
 # their names unknown, so asserts that use them fall back to ``pair`` mode.
@@ -65,9 +71,19 @@ class Check:
     source: str
     """Source of the side the candidate computes (shown in failure details)."""
     mode: str
-    """``literal``, ``ref``, ``pair`` or ``truthy`` (see the module docstring)."""
+    """``literal``, ``ref``, ``expr``, ``pair`` or ``opaque`` (see the module docstring)."""
     expected: Any = None
     """The literal's value in ``literal`` mode."""
+    wrap: tuple[str, ...] = ()
+    """``literal`` and ``ref``: builtins (:data:`_template.WRAPPERS`) the parent applies
+    to the reported value, innermost last."""
+    template: ast.expr | None = None
+    """``expr``: the assert with the candidate's calls replaced by holes."""
+
+    @property
+    def forgeable(self) -> bool:
+        """The candidate's process computes the verdict of this test itself."""
+        return self.mode in FORGEABLE_MODES
 
 
 def _bound_names(tree: ast.AST) -> set[str]:
@@ -143,6 +159,21 @@ def _sides(test: ast.expr) -> tuple[ast.expr, ast.expr] | None:
     return None
 
 
+def _unwrap(expr: ast.expr) -> tuple[tuple[str, ...], ast.expr]:
+    """Strip one-argument pure builtins around ``expr`` (``tuple(sorted(f(x)))``)."""
+    wrap: list[str] = []
+    while (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Name)
+        and expr.func.id in _template.WRAPPERS
+        and len(expr.args) == 1
+        and not expr.keywords
+    ):
+        wrap.append(expr.func.id)
+        expr = expr.args[0]
+    return tuple(wrap), expr
+
+
 def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, str]], list[Check]]:
     """Rewrite every ``assert`` of ``test_code`` into a value-reporting call.
 
@@ -173,26 +204,54 @@ def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, 
     checks: list[Check] = []
     refs: list[tuple[int, str]] = []
 
+    helpers = {
+        n.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+
+    def candidate_call(call: ast.Call) -> bool:
+        """A call of something the test neither defines nor imports: the candidate's
+        (``candidate``, the parameter of HumanEval's ``check``, is one)."""
+        free = _free_names(call.func)
+        return not free & helpers and bool(free - available or free & local)
+
+    def record(i: int, expr: ast.expr, node: ast.Assert) -> ast.AST:
+        return ast.copy_location(_call("__dg_rec__", ast.Constant(i), _thunk(expr)), node)
+
+    def as_template(i: int, node: ast.Assert) -> ast.AST | None:
+        try:
+            template, holes = _template.split(node.test, candidate_call)
+        except (_template.NotATemplate, RecursionError):
+            return None
+        checks.append(Check(i, ast.unparse(node.test), "expr", template=template))
+        return record(i, ast.Tuple(holes, ast.Load()), node)
+
     class _Rewrite(ast.NodeTransformer):
         def visit_Assert(self, node: ast.Assert) -> ast.AST:
             i, sides = len(checks), _sides(node.test)
+            wrap, inner = _unwrap(sides[0]) if sides else ((), node.test)
+            if sides is None or not (isinstance(inner, ast.Call) and candidate_call(inner)):
+                new = as_template(i, node)
+                if new is not None:
+                    return new
             if sides is None:
-                checks.append(Check(i, ast.unparse(node.test), "truthy"))
-                new = _call("__dg_rec__", ast.Constant(i), _thunk(node.test))
-                return ast.copy_location(new, node)
+                checks.append(Check(i, ast.unparse(node.test), "opaque"))
+                return record(i, node.test, node)
             left, right = sides
+            source = ast.unparse(inner)
             try:
-                checks.append(Check(i, ast.unparse(left), "literal", ast.literal_eval(right)))
+                checks.append(Check(i, source, "literal", ast.literal_eval(right), wrap))
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 free = _free_names(right)
                 if free <= available and not free & local:
-                    checks.append(Check(i, ast.unparse(left), "ref"))
+                    checks.append(Check(i, source, "ref", wrap=wrap))
                     refs.append((i, ast.unparse(right)))
                 else:
                     checks.append(Check(i, ast.unparse(left), "pair"))
                     new = _call("__dg_pair__", ast.Constant(i), _thunk(left), _thunk(right))
                     return ast.copy_location(new, node)
-            return ast.copy_location(_call("__dg_rec__", ast.Constant(i), _thunk(left)), node)
+            return record(i, inner, node)
 
     new_tree = ast.fix_missing_locations(_Rewrite().visit(tree))
     if not checks:

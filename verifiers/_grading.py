@@ -13,8 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from verifiers import _template
+from verifiers._asserts import Check
 
 FAILURE_CLASSES = (
     "syntax_error",
@@ -65,12 +69,15 @@ def decode(obj: Any) -> Any:
         if tag == "fl":
             return float(body)
         if tag == "c":
-            return complex(decode(body[0]), decode(body[1]))
+            parts = [decode(v) for v in body]
+            if len(parts) != 2 or not all(type(v) is float for v in parts):
+                raise ValueError("malformed complex")
+            return complex(*parts)
         if tag == "L":
             return Linked(tuple(decode(v) for v in body))
         if tag == "T":
             return Tree(decode(body[0]), decode(body[1]), decode(body[2]))
-    except (TypeError, IndexError, AttributeError) as exc:
+    except (TypeError, IndexError, AttributeError, OverflowError) as exc:
         raise ValueError(f"malformed value record: {exc}") from exc
     raise ValueError(f"unknown value tag {tag!r}")
 
@@ -142,13 +149,26 @@ def stdout_equal(got: str, expected: str, tol: float | None) -> bool:
     return True
 
 
+_RECORD_HEAD = re.compile(r'\{"t": (\d{1,9}), "k": "(\w)"')
+
+
 def parse_records(text: str) -> tuple[list[dict], dict[int, list[dict]]]:
-    """Split a worker's record stream into events and per-test value records."""
+    """Split a worker's record stream into events and per-test value records.
+
+    A value nested deeper than the JSON decoder allows is kept as a record marked
+    ``deep`` (its test becomes unverifiable, not the whole batch's error).
+    """
     events: list[dict] = []
     tests: dict[int, list[dict]] = {}
     for line in text.splitlines():
         try:
             rec = json.loads(line)
+        except RecursionError:
+            head = _RECORD_HEAD.match(line)
+            if head:
+                rec = {"t": int(head[1]), "k": head[2], "deep": True}
+            else:
+                continue
         except ValueError:
             continue
         if not isinstance(rec, dict):
@@ -171,6 +191,21 @@ class Outcome:
     got: Any = None
     expected: Any = None
     forgeable: bool = False
+    wall_timeout: bool = False
+    """Killed at the wall-clock limit (or not run after such a kill): on a busy
+    machine this says nothing about the program, so it is retried."""
+    cpu_s: float = 0.0
+    """CPU seconds the worker used (for calibrated limits)."""
+
+
+def failure_outcome(
+    worker: dict | None, events: list[dict], cpu_limit: float, got: Any = None, expected: Any = None
+) -> Outcome:
+    """The outcome of a test whose worker did not report a value for it."""
+    cls, msg = worker_failure(worker, events, cpu_limit)
+    wall = worker is None or worker["status"] == "timeout"
+    cpu = worker["cpu_s"] if worker else 0.0
+    return Outcome(False, cls, msg, got, expected, wall_timeout=wall, cpu_s=cpu)
 
 
 _SIGNALS = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 24: "SIGXCPU", 25: "SIGXFSZ"}
@@ -213,7 +248,7 @@ def _record_error(rec: dict) -> Outcome:
 
 
 def grade_function_tests(
-    expectations: list[tuple[str, Any]],
+    checks: list[Check],
     worker: dict | None,
     ref_worker: dict | None,
     tol: float | None,
@@ -222,8 +257,8 @@ def grade_function_tests(
     """Grade function-style tests from the ``func`` (and ``ref``) worker reports.
 
     Args:
-        expectations: Per test, ``(mode, expected)``: mode is a :class:`Check` mode or
-            ``"call"`` (APPS-style output comparison).
+        checks: Per test, its :class:`~verifiers._asserts.Check` (mode ``call`` for an
+            APPS-style case, whose ``expected`` is the case's output).
         worker: The candidate worker's report.
         ref_worker: The reference worker's report, if one ran.
         tol: Float tolerance, or None for exact comparison.
@@ -232,16 +267,20 @@ def grade_function_tests(
     events, recs = parse_records(worker["records"]) if worker else ([], {})
     refs = parse_records(ref_worker["records"])[1] if ref_worker else {}
     outcomes = []
-    for i, (mode, expected) in enumerate(expectations):
+    for i, check in enumerate(checks):
         rs = recs.get(i, [])
         if not rs:
-            outcomes.append(Outcome(False, *worker_failure(worker, events, cpu_limit)))
+            outcomes.append(failure_outcome(worker, events, cpu_limit))
             continue
-        outcomes.append(_grade_one(mode, expected, rs, refs.get(i, []), tol))
+        try:
+            outcomes.append(_grade_one(check, rs, refs.get(i, []), tol))
+        except (RecursionError, MemoryError) as exc:
+            why = "nested too deep" if isinstance(exc, RecursionError) else "too large"
+            outcomes.append(Outcome(False, "unverifiable", f"value {why} to compare here"))
     return outcomes
 
 
-def _expected_values(mode: str, expected: Any, rs: list[dict], ref: list[dict]) -> list[Any]:
+def _expected_values(check: Check, rs: list[dict], ref: list[dict]) -> list[Any]:
     """Expected value per reported value (one each, more when an assert ran in a loop).
 
     Raises:
@@ -249,31 +288,49 @@ def _expected_values(mode: str, expected: Any, rs: list[dict], ref: list[dict]) 
         ValueError: A record is malformed.
     """
     n = sum(r.get("k") == "v" for r in rs)
-    if mode == "ref":
+    if check.mode == "ref":
         ok = [r for r in ref if "err" not in r and r.get("k") == "v"]
-        if not ok:
+        if not ok or ok[0].get("deep"):
             why = next((r["err"] for r in ref if "err" in r), "the ref worker reported nothing")
+            why = "it is nested too deep to decode" if ok else why
             raise LookupError(f"expected value could not be computed: {why}")
         return [decode(ok[0]["v"])] * n
-    if mode == "pair":
+    if check.mode == "pair":
         rhs = [decode(r.get("v")) for r in rs if r.get("k") == "r"]
         return rhs + [_MISSING] * (n - len(rhs))
-    return [True if mode == "truthy" else expected] * n
+    return [check.expected] * n
 
 
 _MISSING = object()
 
 
-def _grade_one(
-    mode: str, expected: Any, rs: list[dict], ref: list[dict], tol: float | None
-) -> Outcome:
-    forgeable = mode in ("pair", "truthy")
+def _matches(check: Check, value: Any, want: Any, tol: float | None) -> bool:
+    """Apply the test to one reported value (raises what the assert would raise)."""
+    if check.mode == "call":
+        return call_output_equal(value, want, tol)
+    if check.mode == "opaque":
+        return bool(value)
+    if check.mode == "expr":
+        if type(value) is not tuple:
+            raise TypeError("the reported holes are not a tuple")
+        assert check.template is not None
+        equal = lambda a, b: values_equal(a, b, tol)  # noqa: E731
+        return bool(_template.evaluate(check.template, list(value), equal))
+    for name in reversed(check.wrap):
+        value = _template.WRAPPERS[name](value)
+    return want is not _MISSING and values_equal(value, want, tol)
+
+
+def _grade_one(check: Check, rs: list[dict], ref: list[dict], tol: float | None) -> Outcome:
+    forgeable = check.forgeable
     errors = [r for r in rs if "err" in r]
     if errors:
         return _record_error(errors[0])
+    if any(r.get("deep") for r in rs):
+        return Outcome(False, "unverifiable", "the value is nested too deep to decode")
     try:
         got = [decode(r.get("v")) for r in rs if r.get("k") == "v"]
-        wants = _expected_values(mode, expected, rs, ref)
+        wants = _expected_values(check, rs, ref)
     except ValueError as exc:
         return Outcome(False, "runtime_error", f"unreadable result: {exc}")
     except LookupError as exc:
@@ -281,15 +338,20 @@ def _grade_one(
     if not got:
         return Outcome(False, "runtime_error", "no value reported")
     for value, want in zip(got, wants, strict=True):
-        if mode == "call":
-            ok = call_output_equal(value, want, tol)
-        elif mode == "truthy":
-            ok = bool(value)
-        else:
-            ok = want is not _MISSING and values_equal(value, want, tol)
+        try:
+            ok = _matches(check, value, want, tol)
+        except (RecursionError, MemoryError):
+            raise
+        except Exception as exc:  # the assert itself raised on the program's value
+            return Outcome(False, "wrong_answer", _error(exc), value, want, forgeable)
         if not ok:
-            return Outcome(False, "wrong_answer", "", value, want, forgeable)
+            why = f"assert {check.source} failed" if check.mode in ("expr", "opaque") else ""
+            return Outcome(False, "wrong_answer", why, value, want, forgeable)
     return Outcome(True, forgeable=forgeable)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def grade_stdio_case(
@@ -301,5 +363,5 @@ def grade_stdio_case(
             return Outcome(True)
         return Outcome(False, "wrong_answer", "", worker["stdout"], expected)
     events = parse_records(worker["records"])[0] if worker else []
-    cls, msg = worker_failure(worker, events, cpu_limit)
-    return Outcome(False, cls, msg, worker["stdout"] if worker else None, expected)
+    got = worker["stdout"] if worker else None
+    return failure_outcome(worker, events, cpu_limit, got, expected)

@@ -4,7 +4,7 @@ Stdlib only. :mod:`verifiers._launch` pastes ``_confine.py``, ``_worker.py`` and
 file into one script; nothing here imports ``verifiers``.
 
 Protocol. The parent writes jobs, one JSON line each, to the supervisor's stdin. The
-supervisor never runs candidate code: for each job it forks one *worker* per
+supervisor never runs candidate code: for each job it starts one *worker* per
 execution group (all function-style tests of a program share one worker; each
 stdin/stdout case gets its own; an optional ``ref`` worker computes expected values
 with no candidate code loaded, before the candidate runs), confines it, watches it
@@ -12,18 +12,27 @@ with a wall-clock deadline, output caps and a memory watchdog, kills whatever it
 left behind, and reports each worker as one JSON line on stdout, which only the
 parent reads, followed by ``{"ev": "end"}``.
 
-Expected values never enter the sandbox except those the ``ref`` worker computes;
-its records go to the parent by ``sendfile`` from a memfd, so they never sit in the
-supervisor's heap, which later candidate workers inherit by ``fork``. Nothing the
-candidate writes, prints or exits with can forge a pass: the parent compares.
+Clean images. Workers are not forked from the supervisor, whose heap has held every
+job and every report: at start-up, before it reads any job, the supervisor forks a
+*zygote* that never sees one. For each worker the supervisor passes the zygote only
+file descriptors (``SCM_RIGHTS``): stdin, stdout, stderr, the records channel, and
+a memfd holding that worker's part of the job (a candidate worker's part has no
+``ref`` expressions; no part has expected values or another program's code). The
+zygote forks twice, so the worker is re-parented to the supervisor (a child
+subreaper), which waits for it as before. Nothing the candidate can reach (frames,
+namespace, fds, inherited memory) holds an expected value or another candidate's
+code; what it writes on fd 3 is only "the value the program produced", which the
+parent compares with expectations it never sent.
 """
 
 import builtins
 import contextlib
+import fcntl
 import json
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -36,6 +45,13 @@ if TYPE_CHECKING:  # pasted in front of this file at run time
 # What the LeetCode preamble imports: loaded once per supervisor, not once per worker.
 _PREIMPORT = "bisect collections datetime functools heapq itertools math operator re string typing"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_ZYGOTE = {}  # pid and socket of the zygote (see the module docstring)
+# A worker's part of the job, by worker kind: no ``ref_exprs`` for candidate workers.
+_PARTS = {
+    "ref": ("kind", "setup", "ref_exprs"),
+    "func": ("kind", "code", "setup", "test_code", "fn_name", "inputs"),
+    "stdio": ("kind", "code", "setup"),
+}
 
 
 def _stdin_fd(data):
@@ -125,40 +141,21 @@ def _watch(pid, fds, caps, box):
 
 
 def _spawn(job, kind, case):
-    """Fork, confine and watch one worker; returns its report and, for ``ref``, a memfd."""
+    """Start (through the zygote), watch and report one worker; for ``ref``, a memfd."""
     box = job["box"]
     stdin_fd = _stdin_fd(job["stdin"][case] if kind == "stdio" else "")
+    part = {k: job[k] for k in _PARTS[kind] if k in job}
+    job_fd = _stdin_fd(json.dumps({**part, "worker": kind, "box": box}))
     pipes = {name: os.pipe() for name in ("stdout", "stderr")}
     if kind == "ref":
         records_r, records_w = None, os.memfd_create("ref", 0)
     else:
         records_r, records_w = os.pipe()
-    sys.stdout.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 121
-        try:
-            os.setpgid(0, 0)
-            set_parent_death_signal(signal.SIGKILL)
-            for target, fd in ((0, stdin_fd), (1, pipes["stdout"][1]), (2, pipes["stderr"][1])):
-                os.dup2(fd, target)
-            os.dup2(records_w, RESULT_FD)
-            os.closerange(RESULT_FD + 1, 1 << 16)
-            confine_worker(job)
-            code = worker_main(job, kind)
-            try:
-                sys.stdout.flush()
-            except BaseException:
-                code = code or 1
-        except MemoryError:
-            write_record({"ev": "exception", "exc": "MemoryError", "msg": "MemoryError"})
-            code = 1
-        except BaseException:
-            traceback.print_exc()
-        os._exit(code)
-    os.close(stdin_fd)
-    for _, w in pipes.values():
-        os.close(w)
+    handed = [stdin_fd, pipes["stdout"][1], pipes["stderr"][1], records_w, job_fd]
+    socket.send_fds(_ZYGOTE["sock"], [b"w"], handed)
+    pid = int(_ZYGOTE["sock"].recv(32))
+    for fd in (stdin_fd, job_fd, *(w for _, w in pipes.values())):
+        os.close(fd)
     fds = {n: r for n, (r, _) in pipes.items()}
     caps = {"stdout": box["stdout_cap"], "stderr": box["stderr_cap"], "records": box["records_cap"]}
     if records_r is not None:
@@ -168,6 +165,89 @@ def _spawn(job, kind, case):
     result.update(ev="worker", kind=kind, case=case)
     _reap(box)  # background processes must not run into the next case
     return result, (records_w if kind == "ref" else None)
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _become_worker(fds, supervisor):
+    """In the zygote's grandchild: take the handed fds, then confine and run the job."""
+    code = 121
+    try:
+        os.setpgid(0, 0)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
+        for target, fd in enumerate(high):  # 0 stdin, 1 stdout, 2 stderr, 3 records, 4 job
+            os.dup2(fd, target)
+        os.closerange(5, 1 << 16)
+        while os.getppid() != supervisor:  # until the zygote's child has exited
+            os.sched_yield()
+        set_parent_death_signal(signal.SIGKILL)
+        job = json.loads(_read_all(4))
+        os.close(4)
+        confine_worker(job)
+        code = worker_main(job, job["worker"])
+        try:
+            sys.stdout.flush()
+        except BaseException:
+            code = code or 1
+    except MemoryError:
+        write_record({"ev": "exception", "exc": "MemoryError", "msg": "MemoryError"})
+        code = 1
+    except BaseException:
+        traceback.print_exc()
+    os._exit(code)
+
+
+def _zygote(sock, supervisor):
+    """Fork workers on request; never reads a job (its heap stays that of start-up)."""
+    set_parent_death_signal(signal.SIGKILL)
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1):  # the supervisor's job and report pipes
+        os.dup2(null, target)
+    os.close(null)
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 16, 8)
+        if not msg:
+            os._exit(0)
+        pid_r, pid_w = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            os.close(pid_r)
+            pid = os.fork()
+            if pid == 0:
+                os.close(pid_w)
+                sock.close()
+                _become_worker(fds, supervisor)
+            os.write(pid_w, str(pid).encode())
+            os._exit(0)
+        os.close(pid_w)
+        pid = _read_all(pid_r)
+        os.close(pid_r)
+        os.waitpid(middle, 0)  # the worker is the supervisor's child from here on
+        for fd in fds:
+            os.close(fd)
+        sock.send(pid)
+
+
+def _start_zygote():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    supervisor = os.getpid()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            _zygote(theirs, supervisor)
+        finally:
+            os._exit(0)
+    theirs.close()
+    _ZYGOTE.update(pid=pid, sock=ours)
 
 
 def _emit_raw(result, memfd, cap):
@@ -190,7 +270,7 @@ def _children():
                     ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == me:
+            if ppid == me and int(name) != _ZYGOTE.get("pid"):
                 kids.append(int(name))
     return kids
 
@@ -293,6 +373,7 @@ def main():
         sys.set_int_max_str_digits(0)
     for name in _PREIMPORT.split():
         __import__(name)
+    _start_zygote()
     _emit({"ev": "ready", "pid": os.getpid()})
     for line in sys.stdin.buffer:
         if line.strip():

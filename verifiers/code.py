@@ -46,6 +46,8 @@ be computed), ``failure`` (one of ``syntax_error``, ``runtime_error``,
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verifiers import _asserts, _grading
+from verifiers._asserts import Check
 from verifiers.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxRefused, get_sandbox
 from verifiers.types import Verdict
 
@@ -178,6 +181,10 @@ class TestSpec:
     """``call`` and ``stdio``: the cases, in order."""
     float_tolerance: float | None = None
     """Absolute and relative tolerance for floats; None compares exactly."""
+    reference: str | None = None
+    """A reference solution. When set, its measured CPU time per test times
+    ``CodeVerifierConfig.calibration_factor`` tells a slow candidate (``timeout``)
+    from a busy machine (``unverifiable``) after a repeated wall-clock timeout."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -249,12 +256,23 @@ class CodeVerifierConfig:
     """Raise sandbox and spec errors instead of returning ``passed=None`` verdicts."""
     detail_chars: int = 200
     """Truncate input/expected/got/error in ``first_failure`` to this many characters."""
+    timeout_retry_factor: float = 3.0
+    """A run that hits the wall-clock limit is retried once with the limit times this;
+    a timeout that persists is ``unverifiable`` unless a calibrated limit applies."""
+    calibration_factor: float = 10.0
+    """With ``TestSpec.reference``: a persisting timeout whose CPU time exceeds this
+    times the reference's (+0.5 s) is a ``timeout`` failure."""
 
     def __post_init__(self) -> None:
         if self.detail_chars < 20:
             raise ValueError(
                 f"CodeVerifierConfig.detail_chars must be >= 20, got {self.detail_chars}"
             )
+        for name in ("timeout_retry_factor", "calibration_factor"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(
+                    f"CodeVerifierConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
 
 
 _FENCE = re.compile(r"^[ \t]*```[ \t]*(?:python3?|py)\b[^\n]*\n(.*?)^[ \t]*```", re.M | re.S | re.I)
@@ -277,10 +295,19 @@ def extract_code(text: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return f"<int of {value.bit_length()} bits>" if type(value) is int else "<unprintable>"
+    except RecursionError:
+        return "<nested too deep to print>"
+
+
 def _clip(value: Any, limit: int, text: bool = False) -> str | None:
     if value is None and not text:
         return None
-    s = value if isinstance(value, str) and text else repr(value)
+    s = value if isinstance(value, str) and text else _safe_repr(value)
     return s if len(s) <= limit else f"{s[:limit]}...[+{len(s) - limit} chars]"
 
 
@@ -289,18 +316,20 @@ def _verdict(passed: bool | None, details: dict[str, Any]) -> Verdict:
     return Verdict(verifier="code", version=VERSION, passed=passed, score=score, details=details)
 
 
-def _build_job(code: str, spec: TestSpec) -> tuple[dict[str, Any], list[Any], list[str]]:
-    """Return the sandbox job, per-test expectations, and per-test input descriptions."""
+def _build_job(code: str, spec: TestSpec) -> tuple[dict[str, Any], list[Check], list[Any]]:
+    """Return the sandbox job, per-test checks, and per-test input descriptions."""
     job: dict[str, Any] = {"kind": spec.kind, "code": code, "setup": spec.setup}
     if spec.kind == "assert":
         test_code, refs, checks = _asserts.plan_asserts(spec.test_code, spec.setup)
         job.update(test_code=test_code, ref_exprs=refs)
-        return job, [(c.mode, c.expected) for c in checks], [c.source for c in checks]
+        return job, checks, [c.source for c in checks]
+    inputs = [c.input for c in spec.cases]
+    calls = [Check(i, "", "call", c.output) for i, c in enumerate(spec.cases)]
     if spec.kind == "call":
         job.update(fn_name=spec.fn_name, inputs=[json.dumps(c.input) for c in spec.cases])
-        return job, [("call", c.output) for c in spec.cases], [c.input for c in spec.cases]
-    job["stdin"] = [c.input for c in spec.cases]
-    return job, [c.output for c in spec.cases], [c.input for c in spec.cases]
+        return job, calls, inputs
+    job["stdin"] = inputs
+    return job, calls, inputs
 
 
 def _has_all_reports(workers: list[dict[str, Any]], n_tests: int, kind: str) -> bool:
@@ -310,30 +339,93 @@ def _has_all_reports(workers: list[dict[str, Any]], n_tests: int, kind: str) -> 
     return len(cases) == n_tests or bool(cases and cases[-1]["status"] == "timeout")
 
 
+def _run(
+    job: dict[str, Any], spec: TestSpec, checks: list[Check], box: Sandbox, timeout: float
+) -> tuple[list[_grading.Outcome], float]:
+    """One sandbox run, graded test by test; returns the outcomes and the wall time."""
+    result = box.run(job, timeout_s=timeout)
+    if not (result.complete or _has_all_reports(result.workers, len(checks), spec.kind)):
+        # Reports are sent before the clean-up, so only a broken sandbox gets here.
+        raise SandboxError(f"sandbox run did not finish cleanly: {result.stderr[-500:]}")
+    tol, cpu = spec.float_tolerance, float(box.config.cpu_s)
+    if spec.kind == "stdio":
+        by_case = {w["case"]: w for w in result.workers if w["kind"] == "stdio"}
+        outcomes = []
+        for i, check in enumerate(checks):
+            try:
+                outcomes.append(_grading.grade_stdio_case(by_case.get(i), check.expected, tol, cpu))
+            except (RecursionError, MemoryError, ValueError) as exc:
+                outcomes.append(_grading.Outcome(False, "unverifiable", f"grading failed: {exc}"))
+        return outcomes, result.wall_s
+    ref = next((w for w in result.workers if w["kind"] == "ref"), None)
+    func = next((w for w in result.workers if w["kind"] == "func"), None)
+    return _grading.grade_function_tests(checks, func, ref, tol, cpu), result.wall_s
+
+
+_CALIBRATION: dict[str, list[float] | None] = {}
+
+
+def _reference_cpu(spec: TestSpec, box: Sandbox) -> list[float] | None:
+    """CPU seconds the spec's reference takes per test (None: no usable reference).
+
+    Measured once per spec and process. Each test is charged its worker's CPU time
+    (all function tests share one worker; each stdin/stdout case has its own).
+    """
+    if spec.reference is None:
+        return None
+    key = hashlib.sha256(repr(spec).encode()).hexdigest()
+    if key not in _CALIBRATION:
+        job, checks, _ = _build_job(spec.reference, spec)
+        outcomes, _ = _run(job, spec, checks, box, box.config.timeout_s * 3)
+        if all(o.ok for o in outcomes):
+            _CALIBRATION[key] = [o.cpu_s for o in outcomes]
+        else:
+            logger.warning("TestSpec.reference fails its own tests; no calibrated limit")
+            _CALIBRATION[key] = None
+    return _CALIBRATION[key]
+
+
+def _settle_timeouts(
+    outcomes: list[_grading.Outcome], limits: list[float] | None, cfg: CodeVerifierConfig
+) -> list[_grading.Outcome]:
+    """A wall-clock timeout that persisted: failed only against a calibrated CPU limit."""
+    settled = []
+    for i, o in enumerate(outcomes):
+        if not o.wall_timeout:
+            settled.append(o)
+        elif limits is not None and o.cpu_s > cfg.calibration_factor * limits[i] + 0.5:
+            why = (
+                f"{o.cpu_s:.2f}s of CPU exceeds the calibrated limit "
+                f"({cfg.calibration_factor:g} x the reference's {limits[i]:.2f}s + 0.5s)"
+            )
+            settled.append(dataclasses.replace(o, message=why, wall_timeout=False))
+        else:
+            why = (
+                "the wall-clock limit was hit twice with only "
+                f"{o.cpu_s:.2f}s of CPU used: a busy machine or a waiting program, not a verdict"
+            )
+            settled.append(_grading.Outcome(False, "unverifiable", why, cpu_s=o.cpu_s))
+    return settled
+
+
 def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifierConfig) -> Verdict:
     details: dict[str, Any] = {"isolation": box.isolation.name}
     if not code or not code.strip():
         return _verdict(False, {**details, "failure": "no_code", "tests": []})
-    job, expectations, inputs = _build_job(code, spec)
-    result = box.run(job)
-    if not (result.complete or _has_all_reports(result.workers, len(expectations), spec.kind)):
-        # Reports are sent before the clean-up, so only a broken sandbox gets here.
-        raise SandboxError(f"sandbox run did not finish cleanly: {result.stderr[-500:]}")
-    tol, cpu = spec.float_tolerance, float(box.config.cpu_s)
-    ref = next((w for w in result.workers if w["kind"] == "ref"), None)
-    if spec.kind == "stdio":
-        by_case = {w["case"]: w for w in result.workers if w["kind"] == "stdio"}
-        outcomes = [
-            _grading.grade_stdio_case(by_case.get(i), exp, tol, cpu)
-            for i, exp in enumerate(expectations)
-        ]
-    else:
-        func = next((w for w in result.workers if w["kind"] == "func"), None)
-        outcomes = _grading.grade_function_tests(expectations, func, ref, tol, cpu)
+    job, checks, inputs = _build_job(code, spec)
+    timeout = box.config.timeout_s
+    outcomes, wall = _run(job, spec, checks, box, timeout)
+    if any(o.wall_timeout for o in outcomes):
+        # Under load a correct program can miss a wall-clock limit: retry with more room.
+        timeout *= cfg.timeout_retry_factor
+        details["retried_timeout_s"] = timeout
+        outcomes, wall = _run(job, spec, checks, box, timeout)
+        if any(o.wall_timeout for o in outcomes):
+            outcomes = _settle_timeouts(outcomes, _reference_cpu(spec, box), cfg)
     unknown = [o.failure == "unverifiable" for o in outcomes]
     details["tests"] = [None if u else o.ok for o, u in zip(outcomes, unknown, strict=True)]
-    details["wall_s"] = round(result.wall_s, 3)
-    forgeable = sum(o.forgeable for o in outcomes)
+    details["wall_s"] = round(wall, 3)
+    forgeable = sum(c.forgeable for c in checks)
     if forgeable:
         details["forgeable_tests"] = forgeable
     # A verified failure decides the verdict; otherwise an unverifiable test makes it None.
@@ -341,6 +433,10 @@ def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifie
     failed = min(failures, key=lambda f: (unknown[f[0]], f[0]), default=None)
     details["failure"] = failed[1].failure if failed else None
     passed = None if failed and unknown[failed[0]] else failed is None
+    if passed and forgeable:
+        # The program's own process computed these verdicts; a pass is not evidence.
+        passed, details["failure"] = None, "unverifiable"
+        details["error"] = f"{forgeable} test(s) are decided inside the candidate's process"
     if failed:
         i, o = failed
         n, as_text = cfg.detail_chars, spec.kind == "stdio"
@@ -393,6 +489,13 @@ def verify_batch(
             if cfg.raise_on_error:
                 raise
             logger.warning("code verification unverifiable: %s", exc)
+            return _verdict(
+                None, {"isolation": box.isolation.name, "error": f"{type(exc).__name__}: {exc}"}
+            )
+        except Exception as exc:  # one program's results must never stop the batch
+            if cfg.raise_on_error:
+                raise
+            logger.exception("grading one program failed")
             return _verdict(
                 None, {"isolation": box.isolation.name, "error": f"{type(exc).__name__}: {exc}"}
             )

@@ -328,8 +328,10 @@ class Sandbox:
                 "or set SandboxConfig.allow_unisolated=True to run untrusted code anyway"
             )
 
-    def run(self, job: dict[str, Any]) -> SandboxResult:
+    def run(self, job: dict[str, Any], timeout_s: float | None = None) -> SandboxResult:
         """Run one job (built by :mod:`verifiers.code`) and return the raw reports.
+
+        ``timeout_s`` replaces ``SandboxConfig.timeout_s`` for this run (a retry).
 
         Raises:
             SandboxRefused: An isolation layer is missing and ``allow_unisolated`` is False.
@@ -346,13 +348,13 @@ class Sandbox:
                 workdir = tempfile.mkdtemp(prefix="verifiers-")
                 if slot.uid is not None:
                     os.chown(workdir, slot.uid, slot.uid)
-            return self._run(job, slot, workdir)
+            return self._run(job, slot, workdir, timeout_s or self.config.timeout_s)
         finally:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
             self._slots.put(slot)
 
-    def _box(self, uid: int | None, workdir: str | None) -> dict[str, Any]:
+    def _box(self, uid: int | None, workdir: str | None, timeout: float) -> dict[str, Any]:
         cfg, iso = self.config, self.isolation
         in_bwrap = iso.mode == "bwrap"
         work = "/tmp/run" if in_bwrap else str(workdir)
@@ -365,7 +367,7 @@ class Sandbox:
             "seccomp": iso.seccomp,
             "read_paths": [*self._read_paths, "/proc", *_DEV_RO],
             "write_paths": writes,
-            "timeout": cfg.timeout_s,
+            "timeout": timeout,
             "run_memory": cfg.run_memory_bytes,
             "stdout_cap": cfg.stdout_bytes,
             "stderr_cap": cfg.stderr_bytes,
@@ -381,14 +383,17 @@ class Sandbox:
             },
         }
 
-    def _run(self, job: dict[str, Any], slot: _Slot, workdir: str | None) -> SandboxResult:
+    def _run(
+        self, job: dict[str, Any], slot: _Slot, workdir: str | None, timeout: float
+    ) -> SandboxResult:
         cfg = self.config
-        payload = json.dumps({**job, "box": self._box(slot.uid, workdir)}).encode() + b"\n"
+        box = self._box(slot.uid, workdir, timeout)
+        payload = json.dumps({**job, "box": box}).encode() + b"\n"
         n_workers = (1 if job.get("ref_exprs") else 0) + (
             len(job["stdin"]) if job["kind"] == "stdio" else 1
         )
         start = time.monotonic()
-        deadline = start + cfg.startup_s + n_workers * (cfg.timeout_s + 1.0)
+        deadline = start + cfg.startup_s + n_workers * (timeout + 1.0)
         # Per worker: stdout, records and stderr, JSON-escaped (a control character
         # becomes 6 bytes), plus the report itself.
         cap = n_workers * (6 * (2 * cfg.stdout_bytes + cfg.stderr_bytes) + (64 << 10))

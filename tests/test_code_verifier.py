@@ -210,7 +210,8 @@ def test_expected_values_never_enter_the_sandbox() -> None:
     assert "[1, 2, 3]" not in sandbox_code and "4, None, 5" not in sandbox_code
     assert "inf" not in sandbox_code and "{x}" in sandbox_code
     assert refs == [(1, "tree_node([4, None, 5])"), (2, "inf")]
-    assert [c.mode for c in checks] == ["literal", "ref", "ref", "pair", "truthy"]
+    assert [c.mode for c in checks] == ["literal", "ref", "ref", "pair", "expr"]
+    assert [c.forgeable for c in checks] == [False, False, False, True, False]
     assert checks[0].expected == [1, 2, 3]
     # Without the preamble, tree_node is unknown: the candidate computes both sides.
     assert [c.mode for c in _asserts.plan_asserts(test)[2]][1] == "pair"
@@ -249,13 +250,18 @@ def test_stack_inspection_cannot_read_expected_values() -> None:
         "candidate):\n", "candidate):\n    want = [2, 1]\n"
     )
     forged = verify(SPY, TestSpec.leetcode(local, "Solution().reverse"))
-    assert forged.passed is True and forged.details["forgeable_tests"] == 1  # documented limit
+    # The pair-mode test is decided in the candidate's process: never a pass.
+    assert forged.passed is None and forged.details["forgeable_tests"] == 1
 
 
-def test_forgeable_tests_are_counted() -> None:
+def test_forgeable_tests_are_counted_and_never_pass() -> None:
     spec = TestSpec.mbpp(["x = f(2)\nassert f(2) == x", "assert f(1) is not None"])
     verdict = verify("def f(x):\n    return x\n", spec)
-    assert verdict.passed is True and verdict.details["forgeable_tests"] == 2
+    assert verdict.passed is None and verdict.details["forgeable_tests"] == 1
+    assert verdict.details["tests"] == [True, True]
+    assert "candidate's process" in verdict.details["error"]
+    wrong = verify("def f(x):\n    return None\n", spec)  # fails the trusted test
+    assert wrong.passed is False and wrong.details["first_failure"]["test"] == 1
 
 
 def test_values_compare_by_type() -> None:

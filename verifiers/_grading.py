@@ -198,12 +198,27 @@ class Outcome:
     """CPU seconds the worker used (for calibrated limits)."""
 
 
+def _waited(worker: dict) -> bool:
+    """The program spent most of its time neither running nor ready to run (sleeping,
+    blocked): a timeout that a busy machine did not cause."""
+    return worker.get("runnable_s", worker["wall_s"]) < 0.5 * worker["wall_s"]
+
+
+def _cpu_bound(worker: dict, cpu_limit: float) -> bool:
+    """The run's processes together used more CPU than one may (a fork-and-spin)."""
+    return max(worker.get("run_cpu_s", 0.0), worker["cpu_s"]) >= cpu_limit
+
+
 def failure_outcome(
     worker: dict | None, events: list[dict], cpu_limit: float, got: Any = None, expected: Any = None
 ) -> Outcome:
     """The outcome of a test whose worker did not report a value for it."""
     cls, msg = worker_failure(worker, events, cpu_limit)
-    wall = worker is None or worker["status"] == "timeout"
+    wall = worker is None or (
+        worker["status"] == "timeout"
+        and not _waited(worker)
+        and not _cpu_bound(worker, cpu_limit)
+    )
     cpu = worker["cpu_s"] if worker else 0.0
     return Outcome(False, cls, msg, got, expected, wall_timeout=wall, cpu_s=cpu)
 
@@ -215,10 +230,21 @@ def worker_failure(worker: dict | None, events: list[dict], cpu_limit: float) ->
     """Classify why a worker did not produce a (complete) result."""
     if worker is None:
         return "timeout", "not run: an earlier case timed out"
+    if worker["status"] == "timeout" and _cpu_bound(worker, cpu_limit):
+        return "timeout", (
+            f"the run's processes used {worker['run_cpu_s']:.1f}s of CPU together, "
+            f"over the {cpu_limit:g}s limit"
+        )
+    if worker["status"] == "timeout" and _waited(worker):
+        return "timeout", (
+            f"wall-clock limit exceeded after {worker['wall_s']:.1f}s while the program "
+            f"waited (at most {worker['runnable_s']:.2f}s running or ready to run)"
+        )
     if worker["status"] == "timeout":
         return "timeout", f"wall-clock limit exceeded after {worker['wall_s']:.1f}s"
     if worker["status"] == "output_limit":
-        return "output_limit", "stdout exceeded the capture limit"
+        what = "the reported values" if worker.get("records_truncated") else "stdout"
+        return "output_limit", f"{what} exceeded the capture limit"
     if worker["status"] == "memory_limit":
         return "memory_limit", "the run's processes together exceeded the memory limit"
     if worker.get("records_truncated"):

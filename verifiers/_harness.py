@@ -78,6 +78,43 @@ def _uid_rss(uid):
     return total
 
 
+def _run_pids(pid, box):
+    """The run's processes: all of the worker uid's, all but ours in a pid namespace."""
+    uid, mine = box["uid"], (os.getpid(), _ZYGOTE.get("pid"))
+    if not uid and not box["pid_namespace"]:
+        return [pid]
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in mine:
+            try:
+                if not uid or os.stat("/proc/" + name).st_uid == uid:
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def _cpu_use(pid, box):
+    """``(runnable, cpu)``: the longest time one of the run's threads spent on a CPU
+    or waiting for one (far below the wall time: the program was waiting, not
+    starved), and the CPU time of all its live threads together."""
+    best = total = 0
+    for p in _run_pids(pid, box):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat", "rb") as f:
+                    on_cpu, waiting = f.read().split()[:2]
+                best = max(best, (int(on_cpu) + int(waiting)) / 1e9)
+                total += int(on_cpu) / 1e9
+            except (OSError, ValueError):
+                continue
+    return best, total
+
+
 def _watch(pid, fds, caps, box):
     """Collect a worker's pipes until it exits, times out, floods stdout or memory."""
     sel = selectors.DefaultSelector()
@@ -118,9 +155,10 @@ def _watch(pid, fds, caps, box):
             bufs[key.data] += chunk[: max(room, 0)]
             if len(chunk) > room:
                 truncated[key.data] = True
-                if key.data == "stdout":
+                if key.data in ("stdout", "records"):
                     status = "output_limit"
     wall = time.monotonic() - start
+    runnable, run_cpu = _cpu_use(pid, box) if status == "timeout" else (wall, 0.0)
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
     _, wstatus, usage = os.wait4(pid, 0)
@@ -131,6 +169,8 @@ def _watch(pid, fds, caps, box):
         "status": status,
         "exit_code": os.waitstatus_to_exitcode(wstatus),
         "wall_s": round(wall, 4),
+        "runnable_s": round(runnable, 4),
+        "run_cpu_s": round(run_cpu, 4),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 4),
         "maxrss_kb": usage.ru_maxrss,
     }

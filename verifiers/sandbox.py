@@ -362,6 +362,7 @@ class Sandbox:
         return {
             "workdir": work,
             "scrub": ["/tmp", "/dev/shm"] if in_bwrap else [work],
+            "pid_namespace": in_bwrap,
             "uid": uid,
             "landlock": iso.landlock_abi,
             "seccomp": iso.seccomp,

@@ -8,7 +8,8 @@ therefore not use ``from __future__`` imports and must not import ``verifiers``.
   paths and hides everything that is not on the read list; from ABI 4 it also
   denies every TCP bind/connect, and from ABI 6 it stops signals and abstract unix
   sockets from crossing the sandbox boundary.
-* seccomp (x86_64 only) denies creating non-unix sockets, namespaces, ptrace,
+* seccomp (x86_64 only) denies creating non-unix sockets (without bwrap, any
+  socket but a ``socketpair``), namespaces, ptrace,
   mounts, io_uring, BPF, SysV IPC, POSIX message
   queues and module loading. ``clone3`` gets ENOSYS so that glibc
   falls back to ``clone``, whose flags the filter can inspect.
@@ -195,7 +196,7 @@ def seccomp_supported() -> bool:
     return os.uname().sysname == "Linux" and os.uname().machine == "x86_64"
 
 
-def _seccomp_program() -> list[tuple[int, int, int, int]]:
+def _seccomp_program(allow_unix: bool = True) -> list[tuple[int, int, int, int]]:
     ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, kill = 0x7FFF0000, 0x80000000
     eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
@@ -213,7 +214,7 @@ def _seccomp_program() -> list[tuple[int, int, int, int]]:
         (ret, 0, 0, allow),
         "socket",
         (ld_abs, 0, 0, 16),  # args[0], low 32 bits
-        (jeq, "allow", "eperm", _AF_UNIX),
+        (jeq, "allow" if allow_unix else "eperm", "eperm", _AF_UNIX),
         "clone",
         (ld_abs, 0, 0, 16),
         (jset, "eperm", "allow", _CLONE_NS_FLAGS),
@@ -244,15 +245,21 @@ def _seccomp_program() -> list[tuple[int, int, int, int]]:
     return out
 
 
-def apply_seccomp() -> bool:
+def apply_seccomp(allow_unix: bool = True) -> bool:
     """Install the seccomp filter described in the module docstring.
+
+    Args:
+        allow_unix: Let ``socket(AF_UNIX)`` through. Without a mount namespace the
+            host's unix-domain sockets are reachable by path (Landlock does not cover
+            ``connect``), so the Landlock-only fallback passes False; ``socketpair``
+            stays allowed either way.
 
     Returns:
         True when the filter is in place, False on unsupported platforms.
     """
     if not seccomp_supported():
         return False
-    insns = _seccomp_program()
+    insns = _seccomp_program(allow_unix)
     raw = b"".join(struct.pack("<HBBI", *insn) for insn in insns)
     filt = ctypes.create_string_buffer(raw, len(raw))
 

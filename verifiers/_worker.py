@@ -296,4 +296,4 @@ def confine_worker(job):
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     if box["seccomp"]:
-        apply_seccomp()
+        apply_seccomp(box["unix_sockets"])

@@ -351,8 +351,29 @@ class Sandbox:
             return self._run(job, slot, workdir, timeout_s or self.config.timeout_s)
         finally:
             if workdir is not None:
-                shutil.rmtree(workdir, ignore_errors=True)
+                self._remove_workdir(workdir, slot.uid)
             self._slots.put(slot)
+
+    def _kill_uid(self, uid: int | None) -> None:
+        """Kill every process of a worker uid (those that outlived their supervisor).
+
+        Only the Landlock fallback needs this: under bwrap the pid namespace ends them.
+        """
+        if uid is None or not self._root:
+            return
+        ids = f"{uid},{uid},{uid}"
+        code = f"import os;os.setgroups([]);os.setresgid({ids});os.setresuid({ids});os.kill(-1,9)"
+        subprocess.run([self.python, "-I", "-S", "-c", code], env=_launch.SCRUBBED_ENV, check=False)
+
+    def _remove_workdir(self, workdir: str, uid: int | None) -> None:
+        """Remove a Landlock-mode working directory from /tmp, whatever ran in it."""
+        for _ in range(5):
+            shutil.rmtree(workdir, ignore_errors=True)
+            if not os.path.lexists(workdir):
+                return
+            self._kill_uid(uid)  # something is still writing there
+            time.sleep(0.05)
+        logger.warning("could not remove the sandbox working directory %s", workdir)
 
     def _box(self, uid: int | None, workdir: str | None, timeout: float) -> dict[str, Any]:
         cfg, iso = self.config, self.isolation
@@ -363,6 +384,7 @@ class Sandbox:
             "workdir": work,
             "scrub": ["/tmp", "/dev/shm"] if in_bwrap else [work],
             "pid_namespace": in_bwrap,
+            "unix_sockets": in_bwrap,  # without a mount namespace host sockets are reachable
             "uid": uid,
             "landlock": iso.landlock_abi,
             "seccomp": iso.seccomp,
@@ -411,6 +433,8 @@ class Sandbox:
                 stderr = sup.stderr_tail()
                 sup.close()
                 slot.supervisor = None
+                if not complete and self.isolation.mode != "bwrap":
+                    self._kill_uid(slot.uid)
             else:
                 stderr = ""
         return SandboxResult(frames, complete, timed_out, time.monotonic() - start, stderr)

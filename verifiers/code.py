@@ -385,27 +385,37 @@ def _reference_cpu(spec: TestSpec, box: Sandbox) -> list[float] | None:
     return _CALIBRATION[key]
 
 
-def _settle_timeouts(
+def _calibrate(
     outcomes: list[_grading.Outcome], limits: list[float] | None, cfg: CodeVerifierConfig
 ) -> list[_grading.Outcome]:
-    """A wall-clock timeout that persisted: failed only against a calibrated CPU limit."""
+    """Wall-clock timeouts whose CPU time exceeds the calibrated limit are the program's."""
+    if limits is None:
+        return outcomes
     settled = []
-    for i, o in enumerate(outcomes):
-        if not o.wall_timeout:
-            settled.append(o)
-        elif limits is not None and o.cpu_s > cfg.calibration_factor * limits[i] + 0.5:
+    for o, ref in zip(outcomes, limits, strict=True):
+        limit = cfg.calibration_factor * ref + 0.5
+        if o.wall_timeout and o.cpu_s > limit:
             why = (
-                f"{o.cpu_s:.2f}s of CPU exceeds the calibrated limit "
-                f"({cfg.calibration_factor:g} x the reference's {limits[i]:.2f}s + 0.5s)"
+                f"{o.cpu_s:.2f}s of CPU exceeds the calibrated limit of {limit:.2f}s "
+                f"({cfg.calibration_factor:g} x the reference's {ref:.2f}s + 0.5s)"
             )
-            settled.append(dataclasses.replace(o, message=why, wall_timeout=False))
-        else:
-            why = (
-                "the wall-clock limit was hit twice with only "
-                f"{o.cpu_s:.2f}s of CPU used: a busy machine or a waiting program, not a verdict"
-            )
-            settled.append(_grading.Outcome(False, "unverifiable", why, cpu_s=o.cpu_s))
+            o = dataclasses.replace(o, message=why, wall_timeout=False)
+        settled.append(o)
     return settled
+
+
+def _persisting_timeouts(outcomes: list[_grading.Outcome]) -> list[_grading.Outcome]:
+    """A wall-clock timeout hit twice without a calibrated verdict is unverifiable."""
+    why = (
+        "the wall-clock limit was hit twice with only {:.2f}s of CPU used: "
+        "a busy machine, not a verdict"
+    )
+    return [
+        _grading.Outcome(False, "unverifiable", why.format(o.cpu_s), cpu_s=o.cpu_s)
+        if o.wall_timeout
+        else o
+        for o in outcomes
+    ]
 
 
 def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifierConfig) -> Verdict:
@@ -416,12 +426,14 @@ def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifie
     timeout = box.config.timeout_s
     outcomes, wall = _run(job, spec, checks, box, timeout)
     if any(o.wall_timeout for o in outcomes):
+        limits = _reference_cpu(spec, box)
+        outcomes = _calibrate(outcomes, limits, cfg)
+    if any(o.wall_timeout for o in outcomes):
         # Under load a correct program can miss a wall-clock limit: retry with more room.
         timeout *= cfg.timeout_retry_factor
         details["retried_timeout_s"] = timeout
         outcomes, wall = _run(job, spec, checks, box, timeout)
-        if any(o.wall_timeout for o in outcomes):
-            outcomes = _settle_timeouts(outcomes, _reference_cpu(spec, box), cfg)
+        outcomes = _persisting_timeouts(_calibrate(outcomes, limits, cfg))
     unknown = [o.failure == "unverifiable" for o in outcomes]
     details["tests"] = [None if u else o.ok for o, u in zip(outcomes, unknown, strict=True)]
     details["wall_s"] = round(wall, 3)

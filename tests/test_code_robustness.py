@@ -93,7 +93,8 @@ CRASHERS = {
     ),
     "huge_int_in_complex": (
         "import os\ndef f(x):\n    return 0\n"
-        "rec = '{\"t\": 0, \"k\": \"v\", \"v\": {\"c\": [{\"ih\": \"0x%s\"}, 0.0]}}\\n' % ('f' * 5000)\n"
+        'rec = \'{"t": 0, "k": "v", "v": {"c": [{"ih": "0x%s"}, 0.0]}}\\n\''
+        " % ('f' * 5000)\n"
         "os.write(3, rec.encode())\nos._exit(0)\n"
     ),
     "huge_wrong_int": "def f(x):\n    return 10 ** 5000\n",

@@ -405,6 +405,9 @@ def test_isolation_is_active() -> None:
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_attack_is_contained(name: str, verdicts: dict, host: dict) -> None:
     verdict = verdicts[name]
+    if verdict.passed is None:  # a resource attack starved by other load: never a pass
+        assert "busy machine" in verdict.details["first_failure"]["error"], verdict.details
+        return
     assert verdict.passed is False, (name, verdict.details)
     assert verdict.details["failure"] is not None
 

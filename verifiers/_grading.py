@@ -205,8 +205,9 @@ def _waited(worker: dict) -> bool:
 
 
 def _cpu_bound(worker: dict, cpu_limit: float) -> bool:
-    """The run's processes together used more CPU than one may (a fork-and-spin)."""
-    return max(worker.get("run_cpu_s", 0.0), worker["cpu_s"]) >= cpu_limit
+    """The run's processes together used (nearly: RLIMIT_CPU would have fired within
+    moments) more CPU than one may, e.g. a fork-and-spin."""
+    return max(worker.get("run_cpu_s", 0.0), worker["cpu_s"]) >= 0.9 * cpu_limit
 
 
 def failure_outcome(
@@ -215,9 +216,7 @@ def failure_outcome(
     """The outcome of a test whose worker did not report a value for it."""
     cls, msg = worker_failure(worker, events, cpu_limit)
     wall = worker is None or (
-        worker["status"] == "timeout"
-        and not _waited(worker)
-        and not _cpu_bound(worker, cpu_limit)
+        worker["status"] == "timeout" and not _waited(worker) and not _cpu_bound(worker, cpu_limit)
     )
     cpu = worker["cpu_s"] if worker else 0.0
     return Outcome(False, cls, msg, got, expected, wall_timeout=wall, cpu_s=cpu)
@@ -232,8 +231,8 @@ def worker_failure(worker: dict | None, events: list[dict], cpu_limit: float) ->
         return "timeout", "not run: an earlier case timed out"
     if worker["status"] == "timeout" and _cpu_bound(worker, cpu_limit):
         return "timeout", (
-            f"the run's processes used {worker['run_cpu_s']:.1f}s of CPU together, "
-            f"over the {cpu_limit:g}s limit"
+            f"the run's processes used {worker['run_cpu_s']:.1f}s of CPU together "
+            f"(the limit is {cpu_limit:g}s)"
         )
     if worker["status"] == "timeout" and _waited(worker):
         return "timeout", (

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pasted in front of this file at run time
     from verifiers._confine import set_child_subreaper, set_parent_death_signal
-    from verifiers._worker import RESULT_FD, confine_worker, worker_main, write_record
+    from verifiers._worker import confine_worker, worker_main, write_record
 
 # What the LeetCode preamble imports: loaded once per supervisor, not once per worker.
 _PREIMPORT = "bisect collections datetime functools heapq itertools math operator re string typing"

@@ -126,9 +126,7 @@ def _small(value: Any) -> Any:
     return value
 
 
-def evaluate(
-    template: ast.expr, holes: list[Any], equal: Callable[[Any, Any], bool]
-) -> Any:
+def evaluate(template: ast.expr, holes: list[Any], equal: Callable[[Any, Any], bool]) -> Any:
     """Evaluate ``template`` on decoded hole values; ``equal`` implements ``==``.
 
     Raises:

@@ -1,14 +1,17 @@
 """Worker side of the sandbox harness: runs candidate code and reports values.
 
 Stdlib only; pasted between ``_confine.py`` and ``_harness.py`` into the script that
-runs inside the sandbox (see :mod:`verifiers._harness`). A worker is forked by the
-supervisor, confined by :func:`confine_worker`, then runs :func:`worker_main`.
+runs inside the sandbox (see :mod:`verifiers._harness`). A worker is forked from the
+supervisor's zygote, reads its own part of the job, is confined by
+:func:`confine_worker`, then runs :func:`worker_main`.
 
 Values are reported on fd 3 as JSON lines ``{"t": test, "k": "v"|"r", "v": value}``
 (or ``"err"``), with values in a tagged encoding that keeps exact builtin types apart
 (:func:`verifiers._grading.decode` reads it). Events (``syntax_error``,
 ``exception``, ``done``) only classify failures; the candidate can write to fd 3
-too, so nothing here is trusted beyond "this is the value the program produced".
+and rebind ``__dg_rec__`` too, so nothing here is trusted beyond "this is the value
+the program produced": the values are of the candidate's own calls only, and every
+expected value and predicate is applied in the parent (:mod:`verifiers._asserts`).
 """
 
 import base64

@@ -40,8 +40,16 @@ holds ``tests`` (per test: True, False, or None when its expected value could no
 be computed), ``failure`` (one of ``syntax_error``, ``runtime_error``,
 ``wrong_answer``, ``timeout``, ``memory_limit``, ``output_limit``, ``no_code``, or
 ``unverifiable``), ``first_failure`` (test, input, expected, got, error; truncated),
-``isolation``, ``wall_s`` and, when non-zero, ``forgeable_tests`` (see
-:mod:`verifiers._asserts`).
+``isolation``, ``wall_s``, ``retried_timeout_s`` when a wall-clock timeout was
+retried, and, when non-zero, ``forgeable_tests`` (see :mod:`verifiers._asserts`): a
+pass that rests on a forgeable test is ``passed=None`` with ``failure="unverifiable"``.
+
+Timeouts are never a verdict about a busy machine: a run that hits the wall-clock
+limit is retried once with ``timeout_retry_factor`` times the limit, and a timeout
+that persists is ``unverifiable``, except when the program spent (90% of) its CPU
+limit, spent most of the time neither running nor waiting for a CPU (sleeping), or
+used more CPU than ``calibration_factor`` times ``TestSpec.reference``'s. Any error
+while decoding or grading one program's results is that program's verdict.
 """
 
 from __future__ import annotations

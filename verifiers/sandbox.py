@@ -27,8 +27,9 @@ Layers, outermost first (:attr:`Sandbox.isolation` reports which are active):
 By default the sandbox is *warm*: each pool slot keeps one supervisor running inside
 its bwrap sandbox and forks fresh workers for every run, so a run costs a ``fork``
 instead of a bwrap and interpreter start (see ``benchmarks/bench_sandbox.py``). The
-supervisor never runs candidate code; between runs it kills all processes of the
-worker uid and empties ``/tmp`` and ``/dev/shm``.
+workers are forked from a zygote that never saw a job, so no earlier run's code or
+values are in their memory. The supervisor never runs candidate code; between runs
+it kills all processes of the worker uid and empties ``/tmp`` and ``/dev/shm``.
 
 Pass/fail is never decided inside the sandbox: see :mod:`verifiers._harness`.
 Without network, filesystem and process isolation, :meth:`Sandbox.run` refuses to
@@ -123,10 +124,10 @@ class SandboxConfig:
     stop_after_timeout: bool = True
     """Skip the remaining stdin/stdout cases of a program once one times out."""
     warm: bool = True
-    """Keep one sandboxed supervisor per pool slot and fork each run's workers from it
-    (saves the bwrap and interpreter start-up, ~30-60 ms, per run). Each run still gets
-    fresh worker processes, a fresh working directory, and a scrubbed ``/tmp``. False
-    starts a new sandbox for every run."""
+    """Keep one sandboxed supervisor per pool slot and fork each run's workers from its
+    pristine zygote (saves the bwrap and interpreter start-up, ~30-60 ms, per run).
+    Each run still gets fresh worker processes, a fresh working directory, and a
+    scrubbed ``/tmp``. False starts a new sandbox for every run."""
 
     def __post_init__(self) -> None:
         self._validate_modes()

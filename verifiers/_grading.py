@@ -367,6 +367,11 @@ def _grade_one(check: Check, rs: list[dict], ref: list[dict], tol: float | None)
             ok = _matches(check, value, want, tol)
         except (RecursionError, MemoryError):
             raise
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                return Outcome(False, "wrong_answer", _error(exc), value, want, forgeable)
+            # str() of a huge int: the sandbox lifts this limit, the parent does not.
+            return Outcome(False, "unverifiable", _error(exc), value, want, forgeable)
         except Exception as exc:  # the assert itself raised on the program's value
             return Outcome(False, "wrong_answer", _error(exc), value, want, forgeable)
         if not ok:

@@ -413,11 +413,8 @@ def _calibrate(
 
 
 def _persisting_timeouts(outcomes: list[_grading.Outcome]) -> list[_grading.Outcome]:
-    """A wall-clock timeout hit twice without a calibrated verdict is unverifiable."""
-    why = (
-        "the wall-clock limit was hit twice with only {:.2f}s of CPU used: "
-        "a busy machine, not a verdict"
-    )
+    """A wall-clock timeout that persisted without a calibrated verdict is unverifiable."""
+    why = "the wall-clock limit was hit with only {:.2f}s of CPU used: a busy machine, no verdict"
     return [
         _grading.Outcome(False, "unverifiable", why.format(o.cpu_s), cpu_s=o.cpu_s)
         if o.wall_timeout
@@ -431,17 +428,19 @@ def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifie
     if not code or not code.strip():
         return _verdict(False, {**details, "failure": "no_code", "tests": []})
     job, checks, inputs = _build_job(code, spec)
-    timeout = box.config.timeout_s
+    timeout, limits = box.config.timeout_s, None
     outcomes, wall = _run(job, spec, checks, box, timeout)
     if any(o.wall_timeout for o in outcomes):
         limits = _reference_cpu(spec, box)
         outcomes = _calibrate(outcomes, limits, cfg)
-    if any(o.wall_timeout for o in outcomes):
+    decided = any(not (o.ok or o.wall_timeout or o.failure == "unverifiable") for o in outcomes)
+    if any(o.wall_timeout for o in outcomes) and not decided:
         # Under load a correct program can miss a wall-clock limit: retry with more room.
         timeout *= cfg.timeout_retry_factor
         details["retried_timeout_s"] = timeout
         outcomes, wall = _run(job, spec, checks, box, timeout)
-        outcomes = _persisting_timeouts(_calibrate(outcomes, limits, cfg))
+        outcomes = _calibrate(outcomes, limits, cfg)
+    outcomes = _persisting_timeouts(outcomes)
     unknown = [o.failure == "unverifiable" for o in outcomes]
     details["tests"] = [None if u else o.ok for o, u in zip(outcomes, unknown, strict=True)]
     details["wall_s"] = round(wall, 3)

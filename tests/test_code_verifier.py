@@ -383,3 +383,31 @@ def test_config_validation_names_the_field(kwargs: dict, field: str) -> None:
 )
 def test_extract_code(text: str, expected: str | None) -> None:
     assert extract_code(text) == expected
+
+
+def test_asserts_are_decided_in_the_parent() -> None:
+    """The candidate reports only its calls; ``not``, ``abs(...) < tol``, ``is``,
+    wrappers such as ``tuple(...)`` and ``assert True`` are applied in the parent."""
+    spec = TestSpec.mbpp(
+        [
+            "assert not f(0)",
+            "assert abs(f(2.0) - 2.0) < 1e-6",
+            "assert f(3) is not None",
+            "assert tuple(f([1, 2])) == (1, 2)",
+            "assert math.isclose(f(0.5), 0.5, rel_tol=1e-9)",
+            "assert True",
+        ]
+    )
+    _, _, checks = _asserts.plan_asserts(spec.test_code)
+    assert [c.mode for c in checks] == ["expr", "expr", "expr", "literal", "expr", "expr"]
+    assert checks[3].wrap == ("tuple",)
+    assert verify("def f(x):\n    return x\n", spec).passed is True
+    wrong = verify("def f(x):\n    return 1 if x == 0 else x\n", spec)
+    assert wrong.passed is False and wrong.details["tests"][0] is False
+
+
+def test_builtins_the_program_redefines_are_its_own_calls() -> None:
+    """MBPP/126 defines ``sum``: ``assert sum(10, 15) == 6`` calls the program's."""
+    code = "def sum(a, b):\n    return a + b\n"
+    assert verify(code, TestSpec.mbpp(["assert sum(10, 15) == 25"])).passed is True
+    assert verify("x = 1\n", TestSpec.mbpp(["assert sum([1, 2]) == 3"])).passed is True

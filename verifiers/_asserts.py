@@ -159,13 +159,14 @@ def _sides(test: ast.expr) -> tuple[ast.expr, ast.expr] | None:
     return None
 
 
-def _unwrap(expr: ast.expr) -> tuple[tuple[str, ...], ast.expr]:
+def _unwrap(expr: ast.expr, available: set[str]) -> tuple[tuple[str, ...], ast.expr]:
     """Strip one-argument pure builtins around ``expr`` (``tuple(sorted(f(x)))``)."""
     wrap: list[str] = []
     while (
         isinstance(expr, ast.Call)
         and isinstance(expr.func, ast.Name)
         and expr.func.id in _template.WRAPPERS
+        and expr.func.id in available
         and len(expr.args) == 1
         and not expr.keywords
     ):
@@ -174,13 +175,31 @@ def _unwrap(expr: ast.expr) -> tuple[tuple[str, ...], ast.expr]:
     return tuple(wrap), expr
 
 
-def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, str]], list[Check]]:
+def _module_names(code: str) -> set[str]:
+    """Names a program binds at module level (a ``def sum`` shadows the builtin)."""
+    try:
+        tree = _parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    names: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        else:
+            names |= _bound_names(stmt)
+    return names
+
+
+def plan_asserts(
+    test_code: str, setup: str = "", code: str = ""
+) -> tuple[str, list[tuple[int, str]], list[Check]]:
     """Rewrite every ``assert`` of ``test_code`` into a value-reporting call.
 
     Args:
         test_code: Test source, run after the candidate's code.
         setup: Source run before the candidate's code (its names are available to
             the ``ref`` worker).
+        code: The candidate's program: builtins it redefines are its own calls.
 
     Returns:
         ``(sandbox_code, ref_exprs, checks)``: the rewritten source for the
@@ -201,6 +220,7 @@ def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, 
         raise ValueError(f"TestSpec.test_code does not parse: {exc}") from exc
     local = _bound_names(tree)
     available = set(dir(builtins)) | _setup_names(setup) | set(sys.stdlib_module_names)
+    available -= _module_names(code)
     checks: list[Check] = []
     refs: list[tuple[int, str]] = []
 
@@ -230,7 +250,7 @@ def plan_asserts(test_code: str, setup: str = "") -> tuple[str, list[tuple[int, 
     class _Rewrite(ast.NodeTransformer):
         def visit_Assert(self, node: ast.Assert) -> ast.AST:
             i, sides = len(checks), _sides(node.test)
-            wrap, inner = _unwrap(sides[0]) if sides else ((), node.test)
+            wrap, inner = _unwrap(sides[0], available) if sides else ((), node.test)
             if sides is None or not (isinstance(inner, ast.Call) and candidate_call(inner)):
                 new = as_template(i, node)
                 if new is not None:

@@ -328,7 +328,7 @@ def _build_job(code: str, spec: TestSpec) -> tuple[dict[str, Any], list[Check], 
     """Return the sandbox job, per-test checks, and per-test input descriptions."""
     job: dict[str, Any] = {"kind": spec.kind, "code": code, "setup": spec.setup}
     if spec.kind == "assert":
-        test_code, refs, checks = _asserts.plan_asserts(spec.test_code, spec.setup)
+        test_code, refs, checks = _asserts.plan_asserts(spec.test_code, spec.setup, code)
         job.update(test_code=test_code, ref_exprs=refs)
         return job, checks, [c.source for c in checks]
     inputs = [c.input for c in spec.cases]

@@ -68,7 +68,11 @@ def test_slow_correct_program_on_saturated_cores_is_never_failed() -> None:
 def test_calibrated_limit_fails_a_program_that_is_slow_not_starved() -> None:
     """With a reference, CPU time far beyond it is the program's fault."""
     spin = "def total(n):\n    while True:\n        pass\n"
-    cfg = CodeVerifierConfig(SandboxConfig(timeout_s=1.0, cpu_s=20), timeout_retry_factor=2.0)
+    cfg = CodeVerifierConfig(
+        SandboxConfig(timeout_s=1.0, cpu_s=20),
+        timeout_retry_factor=2.0,
+        timeout_retry_max_factor=2.0,
+    )
     plain = verify(spin, SUM_SPEC, cfg)
     assert plain.passed is None and plain.details["failure"] == "unverifiable"
     calibrated = dataclasses.replace(SUM_SPEC, reference=FAST_SUM)

@@ -30,6 +30,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _SECCOMP_MODE_FILTER = 2
 
 # x86_64 syscall numbers (asm/unistd_64.h); seccomp is only applied on x86_64.
@@ -116,6 +117,11 @@ def set_no_new_privs() -> None:
 def set_parent_death_signal(sig: int) -> None:
     """Have the kernel send ``sig`` to this process when its parent dies."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def set_not_dumpable() -> None:
+    """Keep same-uid processes out of this one's memory (``/proc/PID/mem``, ptrace)."""
+    _LIBC.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def set_child_subreaper() -> None:

@@ -196,6 +196,8 @@ class Outcome:
     machine this says nothing about the program, so it is retried."""
     cpu_s: float = 0.0
     """CPU seconds the worker used (for calibrated limits)."""
+    wall_s: float = 0.0
+    """Wall seconds the worker ran (with ``cpu_s``: the CPU share it got)."""
 
 
 def _waited(worker: dict) -> bool:
@@ -218,8 +220,8 @@ def failure_outcome(
     wall = worker is None or (
         worker["status"] == "timeout" and not _waited(worker) and not _cpu_bound(worker, cpu_limit)
     )
-    cpu = worker["cpu_s"] if worker else 0.0
-    return Outcome(False, cls, msg, got, expected, wall_timeout=wall, cpu_s=cpu)
+    cpu, run = (worker["cpu_s"], worker["wall_s"]) if worker else (0.0, 0.0)
+    return Outcome(False, cls, msg, got, expected, wall_timeout=wall, cpu_s=cpu, wall_s=run)
 
 
 _SIGNALS = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 24: "SIGXCPU", 25: "SIGXFSZ"}

@@ -39,7 +39,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pasted in front of this file at run time
-    from verifiers._confine import set_child_subreaper, set_parent_death_signal
+    from verifiers._confine import set_child_subreaper, set_not_dumpable, set_parent_death_signal
     from verifiers._worker import confine_worker, worker_main, write_record
 
 # What the LeetCode preamble imports: loaded once per supervisor, not once per worker.
@@ -403,6 +403,7 @@ def main():
     """Serve jobs, one JSON line each, until stdin closes (one job for a cold sandbox)."""
     set_parent_death_signal(signal.SIGKILL)
     set_child_subreaper()
+    set_not_dumpable()  # its heap has held every job: no worker may read it
     sys.path.extend(json.loads(sys.argv[1]) if len(sys.argv) > 1 else [])
     # Started with -S for speed; keep the two builtins that ``site`` adds and programs use.
     import _sitebuiltins

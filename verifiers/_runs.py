@@ -19,6 +19,7 @@ from verifiers.sandbox import Sandbox, SandboxError
 
 if TYPE_CHECKING:
     from verifiers.code import CodeVerifierConfig, TestSpec
+    from verifiers.sandbox import SandboxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +121,16 @@ def persisting_timeouts(outcomes: list[_grading.Outcome]) -> list[_grading.Outco
         else o
         for o in outcomes
     ]
+
+
+def retry_timeout(
+    outcomes: list[_grading.Outcome], box: SandboxConfig, cfg: CodeVerifierConfig
+) -> float:
+    """The wall-clock limit of the retry: enough, at the CPU share the timed-out
+    workers got, to reach the CPU limit, within the configured factors."""
+    shares = [o.cpu_s / o.wall_s for o in outcomes if o.wall_timeout and o.wall_s > 0]
+    share = max(min(shares, default=1.0), 0.01)
+    low, high = (
+        box.timeout_s * f for f in (cfg.timeout_retry_factor, cfg.timeout_retry_max_factor)
+    )
+    return min(max(1.25 * box.cpu_s / share, low), high)

@@ -45,7 +45,7 @@ retried, and, when non-zero, ``forgeable_tests`` (see :mod:`verifiers._asserts`)
 pass that rests on a forgeable test is ``passed=None`` with ``failure="unverifiable"``.
 
 Timeouts are never a verdict about a busy machine: a run that hits the wall-clock
-limit is retried once with ``timeout_retry_factor`` times the limit, and a timeout
+limit is retried once with more room (``timeout_retry_factor``), and a timeout
 that persists is ``unverifiable``, except when the program spent (90% of) its CPU
 limit, spent most of the time neither running nor waiting for a CPU (sleeping), or
 used more CPU than ``calibration_factor`` times ``TestSpec.reference``'s. Any error
@@ -261,8 +261,13 @@ class CodeVerifierConfig:
     detail_chars: int = 200
     """Truncate input/expected/got/error in ``first_failure`` to this many characters."""
     timeout_retry_factor: float = 3.0
-    """A run that hits the wall-clock limit is retried once with the limit times this;
-    a timeout that persists is ``unverifiable`` unless a calibrated limit applies."""
+    """A run that hits the wall-clock limit is retried once with at least the limit
+    times this; a timeout that persists is ``unverifiable`` unless the CPU limit or a
+    calibrated limit applies."""
+    timeout_retry_max_factor: float = 12.0
+    """The retry's limit is the wall time that the CPU share measured in the first run
+    needs to reach ``SandboxConfig.cpu_s`` (so a spinning program meets its CPU
+    limit), between ``timeout_retry_factor`` and this, times ``timeout_s``."""
     calibration_factor: float = 10.0
     """With ``TestSpec.reference``: a persisting timeout whose CPU time exceeds this
     times the reference's (+0.5 s) is a ``timeout`` failure."""
@@ -271,6 +276,10 @@ class CodeVerifierConfig:
         if self.detail_chars < 20:
             raise ValueError(
                 f"CodeVerifierConfig.detail_chars must be >= 20, got {self.detail_chars}"
+            )
+        if self.timeout_retry_max_factor < self.timeout_retry_factor:
+            raise ValueError(
+                "CodeVerifierConfig.timeout_retry_max_factor must be >= timeout_retry_factor"
             )
         for name in ("timeout_retry_factor", "calibration_factor"):
             if not getattr(self, name) >= 1:
@@ -333,8 +342,8 @@ def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifie
     decided = any(not (o.ok or o.wall_timeout or o.failure == "unverifiable") for o in outcomes)
     if any(o.wall_timeout for o in outcomes) and not decided:
         # Under load a correct program can miss a wall-clock limit: retry with more room.
-        timeout *= cfg.timeout_retry_factor
-        details["retried_timeout_s"] = timeout
+        timeout = _runs.retry_timeout(outcomes, box.config, cfg)
+        details["retried_timeout_s"] = round(timeout, 3)
         outcomes, wall = _runs.run_graded(job, spec, checks, box, timeout)
         outcomes = _runs.calibrate(outcomes, limits, cfg)
     outcomes = _runs.persisting_timeouts(outcomes)

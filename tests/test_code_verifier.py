@@ -411,3 +411,10 @@ def test_builtins_the_program_redefines_are_its_own_calls() -> None:
     code = "def sum(a, b):\n    return a + b\n"
     assert verify(code, TestSpec.mbpp(["assert sum(10, 15) == 25"])).passed is True
     assert verify("x = 1\n", TestSpec.mbpp(["assert sum([1, 2]) == 3"])).passed is True
+
+
+def test_wrapped_generators_are_reported_wrapped() -> None:
+    """``list(f(3))`` where f returns a generator: the worker applies ``list`` itself."""
+    spec = TestSpec.mbpp(["assert list(f(3)) == [0, 1, 2]", "assert len(list(f(2))) == 2"])
+    assert verify("def f(n):\n    return (i for i in range(n))\n", spec).passed is True
+    assert verify("def f(n):\n    return iter([9] * n)\n", spec).details["tests"] == [False, True]

@@ -175,6 +175,14 @@ def _unwrap(expr: ast.expr, available: set[str]) -> tuple[tuple[str, ...], ast.e
     return tuple(wrap), expr
 
 
+def _wrap_calls(wrap: tuple[str, ...]) -> ast.expr:
+    """``w0(w1(...(_dg_v)))`` for the wrapper names, outermost first."""
+    expr: ast.expr = ast.Name("_dg_v", ast.Load())
+    for name in reversed(wrap):
+        expr = ast.Call(ast.Name(name, ast.Load()), [expr], [])
+    return expr
+
+
 def _module_names(code: str) -> set[str]:
     """Names a program binds at module level (a ``def sum`` shadows the builtin)."""
     try:
@@ -271,7 +279,14 @@ def plan_asserts(
                     checks.append(Check(i, ast.unparse(left), "pair"))
                     new = _call("__dg_pair__", ast.Constant(i), _thunk(left), _thunk(right))
                     return ast.copy_location(new, node)
-            return record(i, inner, node)
+            if not wrap:
+                return record(i, inner, node)
+            # A generator inside ``list(...)`` cannot be reported as it is: the worker
+            # then reports the wrapped value (the program's own output either way).
+            arg = ast.arguments([], [ast.arg("_dg_v")], None, [], [], None, [])
+            apply = ast.Lambda(arg, _wrap_calls(wrap))
+            new = _call("__dg_wrec__", ast.Constant(i), _thunk(inner), apply)
+            return ast.copy_location(new, node)
 
     new_tree = ast.fix_missing_locations(_Rewrite().visit(tree))
     if not checks:

@@ -314,7 +314,7 @@ def _expected_values(check: Check, rs: list[dict], ref: list[dict]) -> list[Any]
         LookupError: A ``ref`` expectation could not be computed (unverifiable).
         ValueError: A record is malformed.
     """
-    n = sum(r.get("k") == "v" for r in rs)
+    n = sum(r.get("k") in ("v", "w") for r in rs)
     if check.mode == "ref":
         ok = [r for r in ref if "err" not in r and r.get("k") == "v"]
         if not ok or ok[0].get("deep"):
@@ -331,7 +331,7 @@ def _expected_values(check: Check, rs: list[dict], ref: list[dict]) -> list[Any]
 _MISSING = object()
 
 
-def _matches(check: Check, value: Any, want: Any, tol: float | None) -> bool:
+def _matches(check: Check, value: Any, want: Any, tol: float | None, pre: bool = False) -> bool:
     """Apply the test to one reported value (raises what the assert would raise)."""
     if check.mode == "call":
         return call_output_equal(value, want, tol)
@@ -343,7 +343,7 @@ def _matches(check: Check, value: Any, want: Any, tol: float | None) -> bool:
         assert check.template is not None
         equal = lambda a, b: values_equal(a, b, tol)  # noqa: E731
         return bool(_template.evaluate(check.template, list(value), equal))
-    for name in reversed(check.wrap):
+    for name in () if pre else reversed(check.wrap):  # ``pre``: wrapped in the worker
         value = _template.WRAPPERS[name](value)
     return want is not _MISSING and values_equal(value, want, tol)
 
@@ -356,7 +356,8 @@ def _grade_one(check: Check, rs: list[dict], ref: list[dict], tol: float | None)
     if any(r.get("deep") for r in rs):
         return Outcome(False, "unverifiable", "the value is nested too deep to decode")
     try:
-        got = [decode(r.get("v")) for r in rs if r.get("k") == "v"]
+        got = [decode(r.get("v")) for r in rs if r.get("k") in ("v", "w")]
+        wrapped = [r.get("k") == "w" for r in rs if r.get("k") in ("v", "w")]
         wants = _expected_values(check, rs, ref)
     except ValueError as exc:
         return Outcome(False, "runtime_error", f"unreadable result: {exc}")
@@ -364,9 +365,9 @@ def _grade_one(check: Check, rs: list[dict], ref: list[dict], tol: float | None)
         return Outcome(False, "unverifiable", str(exc))
     if not got:
         return Outcome(False, "runtime_error", "no value reported")
-    for value, want in zip(got, wants, strict=True):
+    for value, want, pre in zip(got, wants, wrapped, strict=True):
         try:
-            ok = _matches(check, value, want, tol)
+            ok = _matches(check, value, want, tol, pre)
         except (RecursionError, MemoryError):
             raise
         except ValueError as exc:

@@ -128,6 +128,19 @@ def _record_value(index, thunk, key="v"):
         )
 
 
+def _record_wrapped(index, thunk, wrap):
+    """Record ``thunk()``; if it cannot be encoded (a generator), ``wrap`` of it as "w"."""
+    try:
+        value = thunk()
+    except BaseException as exc:
+        write_record({"t": index, "k": "v", "err": _error_text(exc), "exc": type(exc).__name__})
+        return
+    try:
+        write_record({"t": index, "k": "v", "v": _enc(value)})
+    except (_Unserializable, RecursionError, ValueError):
+        _record_value(index, lambda: wrap(value), "w")
+
+
 def _new_main():
     module = types.ModuleType("__main__")
     module.__dict__["__builtins__"] = builtins
@@ -248,6 +261,7 @@ def worker_main(job, kind):
         # Function-style tests: ``if __name__ == "__main__":`` demo blocks must not run.
         ns["__name__"] = "solution"
     ns["__dg_rec__"] = _record_value
+    ns["__dg_wrec__"] = _record_wrapped
     ns["__dg_pair__"] = lambda i, left, right: (
         _record_value(i, left),
         _record_value(i, right, "r"),

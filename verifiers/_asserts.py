@@ -184,7 +184,8 @@ def _wrap_calls(wrap: tuple[str, ...]) -> ast.expr:
 
 
 def _module_names(code: str) -> set[str]:
-    """Names a program binds at module level (a ``def sum`` shadows the builtin)."""
+    """Names a program defines at module level (a ``def sum`` shadows the builtin;
+    an import binds a library's object, not the program's code)."""
     try:
         tree = _parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -193,7 +194,7 @@ def _module_names(code: str) -> set[str]:
     for stmt in tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(stmt.name)
-        else:
+        elif not isinstance(stmt, (ast.Import, ast.ImportFrom)):  # ``import sys`` is sys
             names |= _bound_names(stmt)
     return names
 

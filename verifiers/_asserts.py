@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -183,20 +184,19 @@ def _wrap_calls(wrap: tuple[str, ...]) -> ast.expr:
     return expr
 
 
+_TOP_LEVEL_NAME = re.compile(
+    r"^(?:(?:async[ \t]+)?def|class)[ \t]+(\w+)|^(\w+)[ \t]*(?::[^=\n]*)?=(?!=)", re.M
+)
+
+
 def _module_names(code: str) -> set[str]:
     """Names a program defines at module level (a ``def sum`` shadows the builtin;
-    an import binds a library's object, not the program's code)."""
-    try:
-        tree = _parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    names: set[str] = set()
-    for stmt in tree.body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(stmt.name)
-        elif not isinstance(stmt, (ast.Import, ast.ImportFrom)):  # ``import sys`` is sys
-            names |= _bound_names(stmt)
-    return names
+    an import binds a library's object, not the program's code).
+
+    Read from the text, not parsed: parsing candidate code here would print its
+    invalid-escape warnings in the parent.
+    """
+    return {a or b for a, b in _TOP_LEVEL_NAME.findall(code)}
 
 
 def plan_asserts(

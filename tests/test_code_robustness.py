@@ -216,11 +216,16 @@ def leak():
 """
 
 
-def test_landlock_fallback_blocks_host_sockets_and_leaves_no_files(host_socket) -> None:
+# The venv's interpreter (under a 0700 /root here: workers keep the caller's uid) and,
+# where present, the system's (workers drop to an unprivileged uid).
+@pytest.mark.parametrize("python", ["", "/usr/bin/python3"], ids=["venv", "system"])
+def test_landlock_fallback_blocks_host_sockets_and_leaves_no_files(host_socket, python) -> None:
     if _confine.landlock_abi() < 6 or not _confine.seccomp_supported():
         pytest.skip("needs Landlock ABI >= 6 and x86_64 seccomp")
+    if python and not os.access(python, os.X_OK):
+        pytest.skip(f"{python} is not here")
     path, accepted = host_socket
-    base = SandboxConfig(isolation="landlock", timeout_s=2.0, cpu_s=2)
+    base = SandboxConfig(isolation="landlock", timeout_s=2.0, cpu_s=2, python=python)
     if not get_sandbox(base).isolation.processes:  # refused by default: see test_sandbox_attacks
         base = dataclasses.replace(base, allow_unisolated=True)
     cfg = CodeVerifierConfig(base)

@@ -19,7 +19,7 @@ memory (``ru_maxrss``) is measured per part:
     fresh embedding cache unless ``--cache-dir``) and reports embedding time,
     index-and-search time, the non-embedding share of the stage, peak memory and
     recall per variant type; then reruns it on the warm cache, alone and with
-    the stage's MinHash pass (``dedup.minhash=true``); then runs a MinHash-LSH
+    the stage's MinHash pass (``dedup.minhash.enabled=true``); then runs a MinHash-LSH
     baseline (datasketch, word 3-gram shingles, Jaccard 0.7, 128 permutations)
     on the same pool.
 
@@ -30,7 +30,7 @@ memory (``ru_maxrss``) is measured per part:
 ``vectors``
     ``--vectors`` sizes (default 100k, 200k, 500k, 1M) of random unit vectors
     (dim 384), 1% of them planted near-copies (cosine ~0.97) of other rows; the
-    self-join (k=16) with the index that ``dedup.index=auto`` picks at that size
+    self-join (k=16) with the index that ``dedup.index.kind=auto`` picks at that size
     and the default threshold (``lsh``; ``--vector-index ivf`` for the other
     one), plus ``hnsw`` at ``--hnsw-at`` for comparison. Reports build and
     search time (wall and CPU), peak memory, recall of planted pairs, and the
@@ -252,6 +252,7 @@ def compare_indexes(texts, cache: Path, threshold: float, k: int) -> dict:
 
 def run_stage(texts, cache_dir: Path, **overrides):
     from datagen.records import Problem
+    from datagen.similarity import EmbeddingSpec
     from datagen.stages.base import StageContext
     from datagen.stages.dedup import DedupConfig, dedup
 
@@ -259,7 +260,9 @@ def run_stage(texts, cache_dir: Path, **overrides):
         Problem(id=str(i), source="bench", domain="math", messages=[{"role": "user", "content": t}])
         for i, t in enumerate(texts)
     ]
-    cfg = DedupConfig(method="semantic", cache_dir=str(cache_dir), **overrides)
+    cfg = DedupConfig(
+        method="semantic", embedding=EmbeddingSpec(cache_dir=str(cache_dir)), **overrides
+    )
     ctx = StageContext(
         config=SimpleNamespace(run=SimpleNamespace(progress=False)), run_dir=cache_dir
     )
@@ -293,7 +296,11 @@ def part_text(args) -> dict:
         "rows": len(texts),
         "data": str(data),
         "kinds": {k: sum(1 for x, _ in labels if x == k) for k in ["base", *VARIANT_SHARE]},
-        "config": {"threshold": cfg.threshold, "model": cfg.model, "index": cfg.index},
+        "config": {
+            "threshold": cfg.threshold,
+            "model": cfg.embedding.model,
+            "index": cfg.index.kind,
+        },
         "stage_seconds": round(total, 2),
         "embedding_seconds": round(embed_s, 2),
         "embedded_texts": stats.get("embedded_texts"),
@@ -314,9 +321,11 @@ def part_text(args) -> dict:
         "stage_seconds": round(total2, 2),
         "embedding_seconds_incl_cache_reads": round(stats2.get("embed_seconds", 0.0), 2),
     }
-    total3, stats3, clusters3, _ = run_stage(texts, cache, minhash=True)
+    from datagen.similarity import MinHashSpec
+
+    total3, stats3, clusters3, _ = run_stage(texts, cache, minhash=MinHashSpec())
     out["semantic_plus_minhash"] = {
-        "config": "dedup.minhash=true (jaccard>=0.7, word 3-grams, 128 perms), warm cache",
+        "config": "dedup.minhash.enabled=true (jaccard>=0.7, word 3-grams, 128 perms), warm cache",
         "stage_seconds": round(total3, 2),
         "minhash_seconds": round(stats3.get("minhash_seconds", 0.0), 2),
         "removed": {k: stats3.get(k) for k in ("exact", "normalised", "semantic", "minhash")},
@@ -341,7 +350,7 @@ def part_text(args) -> dict:
 def part_vectors(args) -> dict:
     import numpy as np
 
-    from datagen.similarity import build_index, search
+    from datagen.similarity import IndexSpec, build_index, search
     from datagen.stages.dedup import DedupConfig
 
     n, dim = args.n, 384
@@ -353,8 +362,8 @@ def part_vectors(args) -> dict:
     noise = rng.standard_normal((planted, dim), dtype=np.float32) * 0.012
     x[n - planted :] = x[src] + noise
     x[n - planted :] /= np.linalg.norm(x[n - planted :], axis=1, keepdims=True)
-    cfg = DedupConfig(method="semantic", index=args.vector_index)
-    spec = cfg.index_spec()
+    cfg = DedupConfig(method="semantic", index=IndexSpec(kind=args.vector_index))
+    spec = cfg.index
     rss_before = peak_rss_mb()
     started, cpu = time.monotonic(), time.process_time()
     index = build_index(x, spec, threshold=cfg.threshold)

@@ -16,14 +16,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from datagen.config import ConfigError, resolve_config
+from datagen.compose import CONF_DIR, resolve_config
+from datagen.config import ConfigError
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
 from datagen.summary import build_summary, format_summary
 
 logger = logging.getLogger("datagen")
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -37,7 +36,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return build_summary(results, run_dir, time.monotonic() - started, config)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     datasets.disable_progress_bars()  # our own bars cover the long work
@@ -47,7 +46,7 @@ def main(cfg: DictConfig) -> None:
         logger.error("%s", exc)
         sys.exit(2)
     print(format_summary(summary))
-    print(f"outputs: {run_dir / 'outputs'}")
+    print(f"outputs: {run_dir / cfg.output.dir}")
 
 
 if __name__ == "__main__":

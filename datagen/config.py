@@ -1,21 +1,19 @@
 """Typed configuration: one dataclass per config group, converted once at entry.
 
-Hydra composes YAML from ``conf/``; :func:`resolve_config` turns the result
-into these frozen dataclasses, so nothing past ``__main__`` sees a
-``DictConfig``. Groups whose schema depends on a choice (teacher, verifier)
-carry a ``name`` that picks the dataclass from a registry; unknown keys and bad
-values fail here, naming the full key.
+The schemas only: this module imports no plug-in. :mod:`datagen.compose`
+turns Hydra's composed config into these frozen dataclasses (picking the
+teacher's and verifier's dataclass from their declarations), so nothing past
+``__main__`` sees a ``DictConfig``. Each default lives here, once; the YAML in
+``conf/`` holds only what a pipeline or group changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from datagen.records import DOMAINS
 
 
 class ConfigError(ValueError):
@@ -48,7 +46,8 @@ class RunConfig:
     ray_batch_size: int = 16
     """Rows per Ray ``map_batches`` call inside one runner batch."""
     ray_gpus_per_actor: float = 0.0
-    """GPUs each actor of the ``generate`` stage asks for (e.g. 1 for a vLLM teacher)."""
+    """GPUs each Ray actor of a stage that declares a GPU need asks for (e.g. 1 for
+    ``generate`` with a vLLM teacher, or ``verify`` with a reward model on CUDA)."""
 
     def __post_init__(self) -> None:
         if self.executor not in ("local", "ray"):
@@ -81,8 +80,6 @@ class SourceConfig:
     """Prepended to every prompt as a system message (None: none)."""
 
     def __post_init__(self) -> None:
-        from datagen.records import DOMAINS
-
         if self.domain not in DOMAINS:
             raise ConfigError(f"source.domain must be one of {DOMAINS}, got {self.domain!r}")
 
@@ -137,7 +134,6 @@ class FilterConfig:
 
 PAIR_POLICIES: tuple[str, ...] = ("all", "random", "length_matched")
 SFT_WEIGHTINGS: tuple[str, ...] = ("none", "failure_rate")
-OUTPUT_NAMES: tuple[str, ...] = ("sft_positive", "sft_negative", "redi_pairs")
 
 
 @dataclass(frozen=True)
@@ -230,13 +226,8 @@ class OutputConfig:
             )
 
     def _validate_subsets(self) -> None:
-        from datagen.records import DOMAINS
-
+        # Unknown output names are refused where outputs are declared (datagen.compose).
         for name, size in (self.subset_sizes or {}).items():
-            if name not in OUTPUT_NAMES:
-                raise ConfigError(
-                    f"output.subset_sizes: unknown output {name!r}; use {OUTPUT_NAMES}"
-                )
             if size < 1:
                 raise ConfigError(f"output.subset_sizes.{name} must be >= 1, got {size}")
         mix = self.domain_mix or {}
@@ -312,13 +303,28 @@ class DatagenConfig:
     output: OutputConfig
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     """Used by the ``generate_adaptive`` stage only."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Sections that plug-in stages declare (``Stage.sections``), by top-level key."""
+
+    def __getattr__(self, name: str) -> Any:
+        """A section declared by a plug-in stage reads like a built-in one."""
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no section {name!r}")
 
     def section(self, name: str) -> Any:
+        """A top-level section, built-in or declared by a plug-in stage."""
         return getattr(self, name)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for hashing and for the run directory)."""
-        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        plain = {
+            f.name: _to_plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "extra"
+        }
+        return plain | {name: _to_plain(value) for name, value in self.extra.items()}
 
 
 def _to_plain(value: Any) -> Any:
@@ -331,34 +337,6 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _make_writable(node: DictConfig) -> None:
-    """Frozen dataclasses mark every nested node read-only; merging needs them writable."""
-    OmegaConf.set_readonly(node, False)
-    for key in node:
-        child = node._get_node(key)
-        if isinstance(child, DictConfig):
-            _make_writable(child)
-
-
-def build(cls: type, node: Any, key: str) -> Any:
-    """Validate ``node`` against dataclass ``cls``; errors name ``key``."""
-    if node is None:
-        node = {}
-    try:
-        schema = OmegaConf.structured(cls)
-        _make_writable(schema)
-        merged = OmegaConf.merge(schema, node)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        full_key = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"bad config at '{full_key}': {msg}") from None
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad config at '{key}': {exc}") from None
-
-
 @dataclass(frozen=True)
 class VerifierChoice:
     """The chosen verifier and its own (verifier-side) options dataclass."""
@@ -369,99 +347,3 @@ class VerifierChoice:
     """In an ensemble: the member's name, under which its verdict is stored."""
     weight: float = 1.0
     """In an ensemble with ``combine: weighted``: the member's vote weight."""
-
-
-def build_verifier(registry: dict[str, type], node: Any, key: str) -> VerifierChoice:
-    """Build ``verifier.name``'s options from the other keys of the group.
-
-    ``name: ensemble`` also takes ``members``: a mapping from a label (the name its
-    verdict is stored under) to a verifier group of its own plus an optional
-    ``weight``; a list of groups is labelled by their names.
-    """
-    node = dict(node or {})
-    name = node.pop("name", None)
-    if name not in registry:
-        raise ConfigError(f"{key}.name must be one of {sorted(registry)}, got {name!r}")
-    if name != "ensemble":
-        return VerifierChoice(name=name, options=_build_options(registry[name], node, key))
-    members = _build_members(registry, node.pop("members", None), key)
-    options = dataclasses.replace(_build_options(registry[name], node, key), members=members)
-    return VerifierChoice(name=name, options=options)
-
-
-def _build_options(cls: type, node: dict[str, Any], key: str) -> Any:
-    """:func:`build`, with the verifier's hints (``model=...``) spelled as full keys."""
-    try:
-        return build(cls, node, key)
-    except ConfigError as exc:
-        names = "|".join(f.name for f in dataclasses.fields(cls))
-        raise ConfigError(re.sub(rf"(?<![\w.])({names})=", rf"{key}.\1=", str(exc))) from None
-
-
-def _build_members(registry: dict[str, type], members: Any, key: str) -> tuple[VerifierChoice, ...]:
-    """The members of ``verifier.members``, each built as a verifier group of its own."""
-    if isinstance(members, list):
-        names = [str((m or {}).get("name")) for m in members]
-        if len(set(names)) < len(names):
-            raise ConfigError(
-                f"{key}.members: two members have the same name; give them labels with the "
-                "mapping form, e.g. members: {judge_a: {name: judge, ...}, judge_b: {...}}"
-            )
-        members = dict(zip(names, members, strict=True))
-    if not isinstance(members, dict) or not members:
-        raise ConfigError(
-            f"{key}.members must name at least one verifier, e.g. "
-            "members: {math: {name: math}, judge: {name: judge, model: ...}}"
-        )
-    built = []
-    for label, member in members.items():
-        member_key = f"{key}.members.{label}"
-        member = dict(member or {})
-        weight = member.pop("weight", 1.0)
-        if member.get("name") == "ensemble":
-            raise ConfigError(f"{member_key}.name: an ensemble cannot contain an ensemble")
-        if not isinstance(weight, (int, float)) or weight <= 0:
-            raise ConfigError(f"{member_key}.weight must be a number > 0, got {weight!r}")
-        choice = build_verifier(registry, member, member_key)
-        built.append(dataclasses.replace(choice, label=str(label), weight=float(weight)))
-    return tuple(built)
-
-
-def build_named(registry: dict[str, type], node: Any, key: str) -> Any:
-    """Build the dataclass that ``node.name`` selects from ``registry``."""
-    name = node.get("name") if node is not None else None
-    if name not in registry:
-        raise ConfigError(f"{key}.name must be one of {sorted(registry)}, got {name!r}")
-    return build(registry[name], node, key)
-
-
-def resolve_config(cfg: DictConfig) -> DatagenConfig:
-    """Turn Hydra's composed config into a :class:`DatagenConfig` (the one conversion)."""
-    from datagen.stages.decontaminate import DecontamConfig
-    from datagen.stages.dedup import DedupConfig
-    from datagen.teachers import TEACHER_CONFIGS
-    from datagen.verify_registry import VERIFIER_CONFIGS
-
-    if "pipeline" not in cfg or cfg.pipeline is None:
-        raise ConfigError("no pipeline chosen: add +pipeline=math (or code, general)")
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(raw, dict):
-        raise ConfigError("the composed config is not a mapping")
-    raw.pop("hydra", None)
-    known = {f.name for f in dataclasses.fields(DatagenConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"unknown top-level config key(s): {unknown}; known: {sorted(known)}")
-    return DatagenConfig(
-        pipeline=build(PipelineConfig, raw.get("pipeline"), "pipeline"),
-        run=build(RunConfig, raw.get("run"), "run"),
-        source=build(SourceConfig, raw.get("source"), "source"),
-        generation=build(SamplingConfig, raw.get("generation"), "generation"),
-        teacher=build_named(TEACHER_CONFIGS, raw.get("teacher"), "teacher"),
-        verifier=build_verifier(VERIFIER_CONFIGS, raw.get("verifier"), "verifier"),
-        decontam=build(DecontamConfig, raw.get("decontam"), "decontam"),
-        dedup=build(DedupConfig, raw.get("dedup"), "dedup"),
-        filter=build(FilterConfig, raw.get("filter"), "filter"),
-        output=build(OutputConfig, raw.get("output"), "output"),
-        adaptive=build(AdaptiveConfig, raw.get("adaptive"), "adaptive"),
-    )

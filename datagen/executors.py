@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 
 from datagen.config import DatagenConfig
+from datagen.context import StageContext, merge_stats
 from datagen.records import RECORD_TYPES
-from datagen.stages.base import Stage, StageContext, merge_stats
+from datagen.stages.base import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class RayExecutor:
 
         if table.num_rows == 0 or stage.needs_all_rows:
             return apply_stage(stage, cfg, self.ctx, table)  # nothing to spread
-        gpus = self.run_cfg.ray_gpus_per_actor if stage.name == "generate" else 0
+        gpus = self.run_cfg.ray_gpus_per_actor if stage.gpu(self.ctx.config) else 0
         size = self.run_cfg.ray_batch_size
         blocks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
         out = ray.data.from_arrow(blocks).map_batches(

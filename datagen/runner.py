@@ -39,7 +39,6 @@ from datagen.config import DatagenConfig
 from datagen.executors import build_executor
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.stages.base import Stage, StageContext
-from datagen.teachers import GENERATE_BATCH_SIZES
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +176,8 @@ class Runner:
         rows_in = 0 if data is None else len(data)
         run = self.config.run
         batch_size = getattr(run, stage.batch_size_key)
-        if batch_size is None:  # generate: the teacher's default
-            batch_size = GENERATE_BATCH_SIZES.get(self.config.teacher.name, 1)
+        if batch_size is None:  # the stage's own default (generate: the teacher's)
+            batch_size = stage.default_batch_size(self.config) if stage.default_batch_size else 1
         if data is None or stage.needs_all_rows:
             batch_size = max(rows_in, 1)
         elif run.executor == "ray":  # enough rows per batch to keep every actor busy

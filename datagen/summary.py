@@ -13,10 +13,14 @@ from typing import Any
 import datasets
 
 from datagen.config import DatagenConfig
+from datagen.output import OUTPUTS
 from datagen.runner import StageResult
-from datagen.stages.adaptive import stage_report as adaptive_report
-from datagen.stages.decontaminate import write_decontam_report
-from datagen.stages.dedup import write_dedup_report
+from datagen.stages import STAGES, Stage
+
+
+def is_generation(stage: Stage) -> bool:
+    """The stage that turns problems into samples (its counts are the run's samples)."""
+    return stage.consumes == "problem" and stage.produces == "sample"
 
 
 def build_summary(
@@ -27,11 +31,13 @@ def build_summary(
     malformed = len(rejects.read_text(encoding="utf-8").splitlines()) if rejects.exists() else 0
     by_name = {r.name: r for r in results}
     summary: dict[str, Any] = {"malformed_rows": malformed}
-    if "load" in by_name:
-        summary["problems_loaded"] = by_name["load"].rows_out
-        summary["rows_read"] = by_name["load"].rows_out + malformed
+    declared = {r.name: STAGES[r.name] for r in results if r.name in STAGES}
+    source = next((n for n, st in declared.items() if st.consumes == "none"), None)
+    if source:
+        summary["problems_loaded"] = by_name[source].rows_out
+        summary["rows_read"] = by_name[source].rows_out + malformed
     summary["set_aside"] = {r.name: r.rows_set_aside for r in results if r.rows_set_aside}
-    gen_name = next((n for n in ("generate", "generate_adaptive") if n in by_name), None)
+    gen_name = next((n for n, st in declared.items() if is_generation(st)), None)
     stage_dirs = {d.name.split("_", 1)[1]: d for d in sorted((run_dir / "stages").glob("*_*"))}
     if gen_name:
         gen = by_name[gen_name]
@@ -39,8 +45,6 @@ def build_summary(
         summary["samples"] = gen.rows_out + gen.rows_set_aside
         summary["generation_failed"] = gen.rows_set_aside
         summary["cost_usd"] = round(_stage_cost(stage_dirs[gen_name]), 6)
-        if gen_name == "generate_adaptive":  # exact over the datasets, resumed or on Ray
-            summary["adaptive"] = adaptive_report(stage_dirs[gen_name], config)
     if gen_name and results:
         final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
         passed = final["passed"]
@@ -52,16 +56,17 @@ def build_summary(
         summary["pass_rate"] = round(summary["positives"] / graded, 4) if graded else None
         if len(final):
             summary["cost_per_kept_sample_usd"] = round(summary["cost_usd"] / len(final), 8)
-    outputs = run_dir / "outputs"
-    for name in ("sft_positive", "sft_negative", "redi_pairs"):
+    outputs = run_dir / config.output.dir
+    for name, spec in OUTPUTS.items():
         if (outputs / name / "arrow").exists():
             summary[name] = len(datasets.load_from_disk(str(outputs / name / "arrow")))
-    if "dedup" in stage_dirs and "dedup" in by_name:
-        summary["dedup_report"] = write_dedup_report(stage_dirs["dedup"])
-    if "decontaminate" in stage_dirs and "decontaminate" in by_name:
-        summary["contamination_report"] = write_decontam_report(stage_dirs["decontaminate"])
-    if summary.get("samples") and summary.get("redi_pairs"):
-        summary["samples_per_pair"] = round(summary["samples"] / summary["redi_pairs"], 3)
+            if spec.summary_extra is not None:
+                summary.update(spec.summary_extra(summary, summary[name]))
+    for name, stage in declared.items():  # exact over the datasets, resumed or on Ray
+        if stage.report is not None and name in stage_dirs:
+            report = stage.report(stage_dirs[name], config)
+            if report is not None:
+                summary[stage.report_key or f"{name}_report"] = report
     summary["stages"] = {
         r.name: {
             "in": r.rows_in,
@@ -98,10 +103,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("generation failed", "generation_failed"),
         ("samples kept after filters", "samples_kept"),
         ("pass rate", "pass_rate"),
-        ("positives", "sft_positive"),
-        ("negatives", "sft_negative"),
-        ("pairs", "redi_pairs"),
-        ("samples per pair", "samples_per_pair"),
+        *[
+            line
+            for name, spec in OUTPUTS.items()
+            for line in ((spec.summary_label or name, name), *spec.summary_extra_labels)
+        ],
         ("teacher cost (USD)", "cost_usd"),
         ("cost per kept sample (USD)", "cost_per_kept_sample_usd"),
         ("wall time (s)", "wall_seconds"),

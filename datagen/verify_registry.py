@@ -1,5 +1,7 @@
-"""Map ``verifier.name`` to a verifier's config class and batch adapter.
+"""The verifier declarations: ``verifier.name`` -> config class, batch adapter, GPU need.
 
+Each verifier is declared with :func:`register_verifier` right below its adapter;
+the ``verify`` stages and :mod:`datagen.compose` read only :data:`VERIFIERS`.
 This is the only place where ``datagen`` touches ``verifiers``: the verifiers
 stay plain functions over strings, and these adapters feed them the sample
 fields each one needs (:class:`VerifyInputs`: prompt, whole response, final
@@ -19,19 +21,20 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from datagen.config import ConfigError, SamplingConfig, VerifierChoice
+from datagen.context import StageContext
+from datagen.records import Problem, Sample, content_hash
+from datagen.records import Verdict as RecordVerdict
+from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
+from datagen.teachers.cache import RequestCache
 from verifiers import code as code_verifier
 from verifiers import judge as judge_verifier
 from verifiers import math as math_verifier
 from verifiers import precomputed as precomputed_verifier
 from verifiers import reward as reward_verifier
 from verifiers.types import Verdict
-
-if TYPE_CHECKING:  # datagen.stages imports this module: no import cycle at run time
-    from datagen.records import Sample
-    from datagen.records import Verdict as RecordVerdict
-    from datagen.stages.base import StageContext
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,41 @@ class VerifyInputs:
         )
 
 
-Adapter = Callable[[VerifyInputs, Any, "StageContext"], list[Verdict]]
+Adapter = Callable[[VerifyInputs, Any, StageContext], list[Verdict]]
+
+
+@dataclass(frozen=True)
+class VerifierSpec:
+    """Declaration of one verifier: what ``verifier.name`` selects."""
+
+    name: str
+    config_cls: type
+    """Its options dataclass (the other keys of the ``verifier`` group)."""
+    verify_batch: Adapter
+    """Feeds a batch's fields to the verifier and returns one verdict per sample."""
+    wants_gpu: Callable[[Any], bool] | None = None
+    """Given the options: True when the verifier runs a model on a GPU (a reward model);
+    the ``verify`` stages then ask Ray for ``run.ray_gpus_per_actor``. None: never."""
+
+
+VERIFIERS: dict[str, VerifierSpec] = {}
+"""Every declared verifier, by name (filled by :func:`register_verifier`)."""
+
+
+def register_verifier(spec: VerifierSpec) -> VerifierSpec:
+    """Declare a verifier; a second one of the same name is refused."""
+    if spec.name in VERIFIERS and VERIFIERS[spec.name] != spec:
+        raise ValueError(f"verifier {spec.name!r} is declared twice")
+    VERIFIERS[spec.name] = spec
+    return spec
 
 
 def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
     """Grade each final answer against its reference with math-verify."""
     return math_verifier.verify_batch(inputs.answers, inputs.references, cfg)
+
+
+register_verifier(VerifierSpec("math", math_verifier.MathVerifyConfig, verify_math))
 
 
 def verify_code(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
@@ -91,6 +123,9 @@ def verify_code(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdi
     return [r if r is not None else missing for r in results]
 
 
+register_verifier(VerifierSpec("code", code_verifier.CodeVerifierConfig, verify_code))
+
+
 def verify_reward(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
     """Score each response with the reward model (loaded once per process)."""
     key = f"reward_model:{reward_verifier.load_key(cfg)}"
@@ -100,22 +135,31 @@ def verify_reward(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Ver
     )
 
 
+register_verifier(
+    VerifierSpec(
+        "reward",
+        reward_verifier.RewardConfig,
+        verify_reward,
+        wants_gpu=lambda opts: opts.backend == "vllm" or opts.device != "cpu",
+    )
+)
+
+
 def verify_judge(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
     """Ask the LLM judge through the API teacher's client (retries, reply cache)."""
-    from datagen.records import content_hash
-
     transport = ctx.resource(
         f"judge:{content_hash(asdict(cfg))}", lambda: TeacherJudgeTransport(cfg, ctx.run_dir)
     )
     return judge_verifier.judge_batch(inputs.prompts, inputs.responses, cfg, transport=transport)
 
 
+register_verifier(VerifierSpec("judge", judge_verifier.JudgeConfig, verify_judge))
+
+
 def verify_precomputed(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
     """Decide from the score or label stored on the verdict named ``cfg.source``."""
     found = [_last_named(prior, cfg.source) for prior in inputs.prior]
     if found and all(v is None for v in found):
-        from datagen.config import ConfigError
-
         names = sorted({v.verifier for prior in inputs.prior for v in prior})
         raise ConfigError(
             f"verifier.source={cfg.source!r}: no sample carries a verdict of that name "
@@ -127,6 +171,11 @@ def verify_precomputed(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> lis
         labels = [v.passed if v is not None else None for v in found]
         return precomputed_verifier.verify_labels(labels, cfg, scores)
     return precomputed_verifier.verify_scores(scores, cfg, group_ids=inputs.group_ids)
+
+
+register_verifier(
+    VerifierSpec("precomputed", precomputed_verifier.PrecomputedConfig, verify_precomputed)
+)
 
 
 def _last_named(verdicts: list[RecordVerdict], name: str) -> RecordVerdict | None:
@@ -147,10 +196,6 @@ class TeacherJudgeTransport:
     """
 
     def __init__(self, cfg: judge_verifier.JudgeConfig, run_dir: Path) -> None:
-        from datagen.config import ConfigError, SamplingConfig
-        from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
-        from datagen.teachers.cache import RequestCache
-
         if cfg.api_key_env is not None and not os.environ.get(cfg.api_key_env):
             raise ConfigError(
                 f"verifier.api_key_env: the environment variable {cfg.api_key_env} is not set; "
@@ -172,8 +217,6 @@ class TeacherJudgeTransport:
         )
 
     def __call__(self, batch: Sequence[list[dict[str, str]]]) -> list[judge_verifier.JudgeReply]:
-        from datagen.records import Problem, content_hash
-
         problems = [
             Problem(id=content_hash(m), source="judge", domain="general", messages=m) for m in batch
         ]
@@ -221,23 +264,19 @@ class EnsembleConfig:
             )
 
 
-@dataclass(frozen=True)
-class VerifierEntry:
-    config_cls: type
-    verify_batch: Adapter
-
-
-VERIFIERS: dict[str, VerifierEntry] = {
-    "math": VerifierEntry(math_verifier.MathVerifyConfig, verify_math),
-    "code": VerifierEntry(code_verifier.CodeVerifierConfig, verify_code),
-    "reward": VerifierEntry(reward_verifier.RewardConfig, verify_reward),
-    "judge": VerifierEntry(judge_verifier.JudgeConfig, verify_judge),
-    "precomputed": VerifierEntry(precomputed_verifier.PrecomputedConfig, verify_precomputed),
-}
-
 ENSEMBLE = "ensemble"
+"""``verifier.name`` of an ensemble: no adapter of its own, the ``verify`` stage runs
+its members (each a declared verifier) and combines their verdicts."""
 
-VERIFIER_CONFIGS: dict[str, type] = {
-    **{name: e.config_cls for name, e in VERIFIERS.items()},
-    ENSEMBLE: EnsembleConfig,
-}
+
+def choice_wants_gpu(choice: VerifierChoice) -> bool:
+    """True when the chosen verifier, or a member of the ensemble, wants a GPU."""
+    members = choice.options.members if choice.name == ENSEMBLE else (choice,)
+    return any(
+        (want := VERIFIERS[m.name].wants_gpu) is not None and want(m.options) for m in members
+    )
+
+
+def verifier_config_classes() -> dict[str, type]:
+    """``verifier.name`` -> options dataclass, the ensemble included (for the composer)."""
+    return {**{name: spec.config_cls for name, spec in VERIFIERS.items()}, ENSEMBLE: EnsembleConfig}

@@ -27,7 +27,7 @@ def compose(*overrides: str):
 @pytest.fixture
 def make_config():
     """Return a function: overrides -> resolved DatagenConfig."""
-    from datagen.config import resolve_config
+    from datagen.compose import resolve_config
 
     def _make(*overrides: str):
         return resolve_config(compose(*overrides))

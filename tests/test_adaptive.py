@@ -19,12 +19,12 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.compose import resolve_config
 from datagen.config import (
     AdaptiveConfig,
     ConfigError,
     FilterConfig,
     SamplingConfig,
-    resolve_config,
 )
 from datagen.records import Problem, Sample
 from datagen.stages.adaptive import (

@@ -21,7 +21,9 @@ from datagen.config import ConfigError
 from datagen.records import Problem, Sample
 from datagen.similarity import (
     Embedder,
+    EmbeddingSpec,
     IndexSpec,
+    MinHashSpec,
     UnionFind,
     alnum_key,
     find_duplicates,
@@ -196,12 +198,15 @@ def test_method_none_keeps_everything(tmp_path):
         ({"threshold": 1.5}, "dedup.threshold"),
         ({"method": "fuzzy"}, "dedup.method"),
         ({"keep": "random"}, "dedup.keep"),
-        ({"index": "annoy"}, "dedup.index"),
+        ({"index": IndexSpec(kind="annoy")}, "dedup.index.kind"),
         ({"neighbours": 0}, "dedup.neighbours"),
-        ({"max_seq_length": 2}, "dedup.max_seq_length"),
-        ({"minhash_threshold": 0.0}, "dedup.minhash_threshold"),
-        ({"minhash_perms": 0}, "dedup.minhash_perms"),
-        ({"lsh_tables": 3, "lsh_bits": 21}, "dedup.lsh_tables \\* dedup.lsh_bits"),
+        ({"embedding": EmbeddingSpec(max_seq_length=2)}, "dedup.embedding.max_seq_length"),
+        ({"minhash": MinHashSpec(threshold=0.0)}, "dedup.minhash.threshold"),
+        ({"minhash": MinHashSpec(num_perm=0)}, "dedup.minhash.num_perm"),
+        (
+            {"index": IndexSpec(lsh_tables=3, lsh_bits=21)},
+            "dedup.index.lsh_tables \\* dedup.index.lsh_bits",
+        ),
     ],
 )
 def test_bad_config_names_the_key(kwargs, key):
@@ -342,7 +347,7 @@ def test_minhash_pass_needs_no_model_and_follows_its_threshold(tmp_path, thresho
     # ride-numbers 0.75, cards-reorder 0.66 (words swapped inside sentences), cards-numbers
     # 0.63, poly-numbers 0.38. Whitespace and case variants are normalised repeats.
     rows = pool()
-    cfg = DedupConfig(method="exact", minhash=True, minhash_threshold=threshold)
+    cfg = DedupConfig(method="exact", minhash=MinHashSpec(enabled=True, threshold=threshold))
     out = dedup(rows, make_ctx(tmp_path), cfg={"dedup": cfg})
     removed = {p.id: p for p in out if not p.keep}
     assert set(removed) == {"ride-ws", "cards-case"} | caught
@@ -361,7 +366,9 @@ def test_planted_duplicates_are_caught_by_kind(embedder, similarity):
     assert min(numbers.values()) < 0.95 < max(numbers.values())
     rows = pool()
     # The module's cache already holds the bases and variants: only the clean rows embed.
-    cfg = DedupConfig(method="semantic", cache_dir=str(embedder.cache.path.parent))
+    cfg = DedupConfig(
+        method="semantic", embedding=EmbeddingSpec(cache_dir=str(embedder.cache.path.parent))
+    )
     ctx = make_ctx(embedder.cache.path.parent)
     out = dedup(rows, ctx, cfg={"dedup": cfg})
     ctx.close()
@@ -409,7 +416,8 @@ def test_lsh_index_finds_what_the_exact_index_finds_on_real_embeddings(embedder)
 
 def test_rerun_reads_the_cache_instead_of_embedding(tmp_path, embedder):
     rows = pool(extra=4)
-    cfg = {"dedup": DedupConfig(method="semantic", cache_dir=str(tmp_path / "shared"))}
+    shared = EmbeddingSpec(cache_dir=str(tmp_path / "shared"))
+    cfg = {"dedup": DedupConfig(method="semantic", embedding=shared)}
     first = make_ctx(tmp_path)
     dedup([problem(p.id, p.prompt) for p in rows], first, cfg=cfg)
     first_stats = dict(next(iter(first.resources.values())).stats)

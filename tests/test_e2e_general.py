@@ -16,7 +16,8 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
-from datagen.config import ConfigError, resolve_config
+from datagen.compose import resolve_config
+from datagen.config import ConfigError
 from datagen.records import Sample
 from datagen.summary import format_summary
 

@@ -19,7 +19,7 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
-from datagen.config import resolve_config
+from datagen.compose import resolve_config
 from datagen.output.builders import PAIR_FEATURES, SFT_FEATURES
 from verifiers.math import verify as math_verify
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from datagen.config import ConfigError, SamplingConfig, SourceConfig, VerifierChoice, build_verifier
+from datagen.compose import build_verifier
+from datagen.config import ConfigError, SamplingConfig, SourceConfig, VerifierChoice
 from datagen.sources import read_problems
 from datagen.stages.base import StageContext
 from datagen.stages.verify import combine, verify, verify_groups
 from datagen.summary import format_summary
 from datagen.teachers.replay import ReplayTeacher, ReplayTeacherConfig
-from datagen.verify_registry import VERIFIER_CONFIGS, EnsembleConfig
+from datagen.verify_registry import EnsembleConfig, verifier_config_classes
 from verifiers.math import MathVerifyConfig
 from verifiers.precomputed import PrecomputedConfig
 
@@ -72,7 +73,7 @@ def test_ensemble_config_forms_and_errors(make_config):
     ]
     as_list = [{"name": "math"}, {"name": "precomputed", "weight": 2, "source": "qwen"}]
     node = {"name": "ensemble", "combine": "weighted", "members": as_list}
-    listed = build_verifier(VERIFIER_CONFIGS, node, "verifier")
+    listed = build_verifier(verifier_config_classes(), node, "verifier")
     assert [(m.label, m.weight) for m in listed.options.members] == [
         ("math", 1.0),
         ("precomputed", 2.0),
@@ -86,7 +87,9 @@ def test_ensemble_config_forms_and_errors(make_config):
     }
     for message, members in bad.items():
         with pytest.raises(ConfigError, match=message):
-            build_verifier(VERIFIER_CONFIGS, {"name": "ensemble", "members": members}, "verifier")
+            build_verifier(
+                verifier_config_classes(), {"name": "ensemble", "members": members}, "verifier"
+            )
 
 
 @pytest.fixture(scope="module")

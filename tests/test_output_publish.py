@@ -55,7 +55,7 @@ def run_emit(make_config, run_dir: Path, *overrides: str, samples=None):
 
 @pytest.fixture(scope="module")
 def module_config():
-    from datagen.config import resolve_config
+    from datagen.compose import resolve_config
 
     from .conftest import compose
 

@@ -1,11 +1,12 @@
-"""Turn verified samples into the three training sets (pure: no files, no network).
+"""Turn verified samples into every declared training set (pure: no files, no network).
 
 - ``sft_positive``: verified-correct traces, TRL conversational ``messages``.
 - ``sft_negative``: verified-incorrect traces, same format.
 - ``redi_pairs``: TRL conversational preference rows (``prompt``, ``chosen``,
   ``rejected``), chosen correct and rejected incorrect, from one prompt.
 
-Each is built by :mod:`datagen.output.sft` or :mod:`datagen.output.pairs`, then
+Each is declared (:class:`~datagen.output.formats.OutputSpec`) and built by
+:mod:`datagen.output.sft` or :mod:`datagen.output.pairs` (a plug-in: its own module), then
 cut to ``output.subset_sizes`` / ``output.domain_mix`` by
 :mod:`datagen.output.subsets`. Writing, cards and the Hub live in
 :mod:`datagen.output.card` and :mod:`datagen.output.publish`.
@@ -21,22 +22,19 @@ import datasets
 
 from datagen.config import OutputConfig
 from datagen.output.difficulty import pass_rates
-from datagen.output.formats import PAIR_FEATURES, SFT_FEATURES, assistant_text
-from datagen.output.pairs import build_pairs
-from datagen.output.sft import build_sft
+from datagen.output.formats import (
+    OUTPUTS,
+    PAIR_FEATURES,
+    SFT_FEATURES,
+    OutputSpec,
+    assistant_text,
+    register_output,
+)
+from datagen.output.pairs import build_pairs  # registers redi_pairs
+from datagen.output.sft import build_sft  # registers sft_positive, sft_negative
 from datagen.output.subsets import take_subset
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
-
-DESCRIPTIONS: dict[str, str] = {
-    "sft_positive": "Teacher traces verified correct against the reference (conversational SFT).",
-    "sft_negative": "Teacher traces verified incorrect (for REDI/DPO negatives or analysis).",
-    "redi_pairs": "Preference pairs from one prompt: chosen verified correct, rejected incorrect.",
-}
-"""Output name -> one-line description (cards)."""
-
-KINDS: dict[str, str] = {"sft_positive": "sft", "sft_negative": "sft", "redi_pairs": "preference"}
-"""Output name -> format kind (a key of :data:`datagen.output.formats.FORMATS`)."""
 
 
 @dataclass
@@ -49,12 +47,16 @@ class BuiltOutput:
     """Build stats: rows, prompts, samples left out by reason, subset drawn."""
 
     @property
+    def spec(self) -> OutputSpec:
+        return OUTPUTS[self.name]
+
+    @property
     def kind(self) -> str:
-        return KINDS[self.name]
+        return self.spec.kind
 
     @property
     def description(self) -> str:
-        return DESCRIPTIONS[self.name]
+        return self.spec.description
 
 
 def build_outputs(
@@ -63,7 +65,7 @@ def build_outputs(
     seed: int,
     counter: TokenCounter | None = None,
 ) -> dict[str, BuiltOutput]:
-    """Build ``sft_positive``, ``sft_negative`` and ``redi_pairs`` from verified samples.
+    """Build every declared output (:data:`OUTPUTS`) from verified samples.
 
     Args:
         samples: The samples that reached the outputs (kept by every earlier stage).
@@ -72,17 +74,13 @@ def build_outputs(
         counter: Token counter (default: the teacher's counts).
 
     Returns:
-        Output name -> built dataset with its stats, in the order above.
+        Output name -> built dataset with its stats, in declaration order.
 
     Raises:
         ConfigError: A requested subset is larger than what was built.
     """
     counter = counter or TokenCounter()
-    built = {
-        "sft_positive": build_sft(samples, True, cfg, counter),
-        "sft_negative": build_sft(samples, False, cfg, counter),
-        "redi_pairs": build_pairs(samples, cfg, seed, counter),
-    }
+    built = {name: spec.build(samples, cfg, seed, counter) for name, spec in OUTPUTS.items()}
     out: dict[str, BuiltOutput] = {}
     for name, (ds, stats) in built.items():
         size = (cfg.subset_sizes or {}).get(name)
@@ -99,13 +97,15 @@ def build_outputs(
 
 
 __all__ = [
-    "DESCRIPTIONS",
+    "OUTPUTS",
     "PAIR_FEATURES",
     "SFT_FEATURES",
     "BuiltOutput",
+    "OutputSpec",
     "assistant_text",
     "build_outputs",
     "build_pairs",
     "build_sft",
     "pass_rates",
+    "register_output",
 ]

@@ -20,6 +20,7 @@ from huggingface_hub import DatasetCardData
 
 from datagen.output.builders import BuiltOutput
 from datagen.output.difficulty import BUCKETS
+from datagen.output.formats import FORMATS
 
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
     (1_000, "n<1K"),
@@ -34,16 +35,6 @@ SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
 
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|password|token|authorization)$", re.I)
 """Config keys whose string values never go on a card."""
-
-FORMAT_NAMES = {
-    "sft": "TRL conversational language modelling (`messages`)",
-    "preference": "TRL conversational preference (`prompt`, `chosen`, `rejected`)",
-}
-
-LENGTH_COLUMNS = {
-    "sft": ("prompt_tokens", "response_tokens"),
-    "preference": ("prompt_tokens", "chosen_tokens", "rejected_tokens"),
-}
 
 
 def size_category(n: int) -> str:
@@ -101,7 +92,7 @@ def output_stats(out: BuiltOutput) -> dict[str, Any]:
         "by_domain": dict(sorted(Counter(ds["domain"]).items())) if len(ds) else {},
         "mean_pass_rate": round(statistics.fmean(rates), 4) if rates else None,
         "prompts_by_difficulty": {b: buckets[b] for b in BUCKETS if buckets[b]},
-        "tokens": {col: length_stats(ds[col]) for col in LENGTH_COLUMNS[out.kind]}
+        "tokens": {col: length_stats(ds[col]) for col in FORMATS[out.kind].length_columns}
         if len(ds)
         else {},
         "left_out": out.stats.get("left_out", {}),
@@ -127,8 +118,7 @@ def card_metadata(
     ]
     kinds = {o.kind for o in outputs}
     tags = ["datagen", "reasoning-distillation", "synthetic"]
-    tags += ["sft"] if "sft" in kinds else []
-    tags += ["dpo", "redi", "preference"] if "preference" in kinds else []
+    tags += [tag for kind, fmt in FORMATS.items() if kind in kinds for tag in fmt.tags]
     return DatasetCardData(
         license=license,
         task_categories=["text-generation"],
@@ -151,6 +141,7 @@ def render_card(
     tokens_counted_by: str = "teacher-reported counts",
     not_included: Sequence[str] = (),
     overall: Mapping[str, Any] | None = None,
+    method_notes: Sequence[str] = (),
 ) -> str:
     """README.md text for a folder holding ``outputs``.
 
@@ -166,6 +157,8 @@ def render_card(
         not_included: Outputs left out of the folder because they have no rows.
         overall: Counts over every prompt of the run
             (:func:`~datagen.output.difficulty.pass_rate_summary`).
+        method_notes: Paragraphs the run's stages add to the Generation section
+            (``Stage.card_note``).
 
     Returns:
         The card: YAML front matter, then markdown.
@@ -177,13 +170,13 @@ def render_card(
     if overall:
         parts.append(_overall_section(overall))
     parts += [_output_section(o, tokens_counted_by, len(outputs) > 1) for o in outputs]
-    parts += [_method_section(outputs, config), _config_section(config)]
+    parts += [_method_section(outputs, config, method_notes), _config_section(config)]
     return "\n".join(parts)
 
 
 def _overview(outputs: Sequence[BuiltOutput], load_path: str) -> str:
     rows = "\n".join(
-        f"| `{o.name}` | {FORMAT_NAMES[o.kind]} | {len(o.dataset)} | "
+        f"| `{o.name}` | {FORMATS[o.kind].card_name} | {len(o.dataset)} | "
         f"`load_dataset({load_path!r}, {o.name!r})` |"
         for o in outputs
     )
@@ -245,7 +238,9 @@ def _output_section(out: BuiltOutput, tokens_counted_by: str, heading: bool) -> 
     return text
 
 
-def _method_section(outputs: Sequence[BuiltOutput], config: dict[str, Any]) -> str:
+def _method_section(
+    outputs: Sequence[BuiltOutput], config: dict[str, Any], method_notes: Sequence[str] = ()
+) -> str:
     versions = sorted(
         {
             f"{v['name']}@{v['version']}"
@@ -267,12 +262,7 @@ def _method_section(outputs: Sequence[BuiltOutput], config: dict[str, Any]) -> s
         f"Stages: {' -> '.join(stages)}. Teacher: `{teacher.get('name')}`, model "
         f"`{teacher.get('model')}`. Sampling: `{config.get('generation')}`.\n"
     )
-    if "generate_adaptive" in stages:
-        text += (
-            "\nAdaptive sampling: each prompt got samples in rounds, verified between rounds, "
-            "until it had the configured positives and negatives or reached its budget: "
-            f"`{config.get('adaptive')}`.\n"
-        )
+    text += "".join(f"\n{note}\n" for note in method_notes)
     return text
 
 

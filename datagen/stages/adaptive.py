@@ -34,9 +34,10 @@ import datasets
 from datagen.config import AdaptiveConfig, DatagenConfig, FilterConfig, SamplingConfig
 from datagen.output.difficulty import prob_pairable
 from datagen.records import Problem, Sample
-from datagen.stages.base import StageContext, merge_stats
+from datagen.stages.base import Stage, StageContext, merge_stats, register_stage
 from datagen.stages.filter import reject_reason
-from datagen.stages.verify import verify
+from datagen.stages.generate import teacher_batch_size, teacher_wants_gpu
+from datagen.stages.verify import verifier_wants_gpu, verify
 from datagen.teachers import Teacher, build_teacher
 
 logger = logging.getLogger(__name__)
@@ -290,3 +291,28 @@ def additive_counts(report: dict[str, Any]) -> dict[str, Any]:
         for k, v in report.items()
         if k not in ("n", "samples_per_pairable_prompt")
     }
+
+
+def _wants_gpu(config: DatagenConfig) -> bool:
+    return teacher_wants_gpu(config) or verifier_wants_gpu(config)
+
+
+register_stage(
+    Stage(
+        STAGE,
+        generate_adaptive,
+        "problem",
+        "sample",
+        ("teacher", "generation", "adaptive", "verifier", "filter", "run.seed"),
+        batch_size_key="generate_batch_size",
+        default_batch_size=teacher_batch_size,
+        wants_gpu=_wants_gpu,
+        report=stage_report,
+        report_key="adaptive",
+        card_note=lambda config: (
+            "Adaptive sampling: each prompt got samples in rounds, verified between rounds, "
+            "until it had the configured positives and negatives or reached its budget: "
+            f"`{config.get('adaptive')}`."
+        ),
+    )
+)

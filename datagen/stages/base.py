@@ -5,77 +5,30 @@ is bound with ``functools.partial``. It marks rows (``keep=False`` with a
 ``reject_reason``) instead of dropping them; the runner writes set-aside rows
 to the stage's side output. Stages hold no global state: what they need
 (a teacher, a model, an index) comes from :class:`StageContext`, built once
-per process, which is what lets a Ray executor run the same functions.
+per process (:mod:`datagen.context`), which is what lets a Ray executor run
+the same functions.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from datagen.config import DatagenConfig
+from datagen.config import DatagenConfig
+from datagen.context import StageContext, merge_stats
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StageContext:
-    """Per-process resources shared by stages (models, clients, indexes)."""
-
-    config: DatagenConfig
-    run_dir: Path
-    resources: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-stage counters a stage may add to (merged into the summary). A row-wise
-    stage keeps them additive (counts, sums), since a Ray run adds up per-actor
-    counters with :func:`merge_stats`; ratios are computed from them afterwards."""
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-    """Malformed input rows (file, line, reason, raw); the runner writes them out."""
-
-    def resource(self, name: str, factory: Callable[[], Any]) -> Any:
-        """Return the named resource, building it once on first use."""
-        if name not in self.resources:
-            logger.info("loading %s", name)
-            self.resources[name] = factory()
-        return self.resources[name]
-
-    def count(self, stage: str, key: str, amount: float = 1) -> None:
-        bucket = self.stats.setdefault(stage, {})
-        bucket[key] = bucket.get(key, 0) + amount
-
-    def close(self) -> None:
-        for res in self.resources.values():
-            close = getattr(res, "close", None)
-            if callable(close):
-                close()
-        self.resources.clear()
+__all__ = ["STAGES", "Stage", "StageContext", "merge_stats", "register_stage"]
 
 
-def merge_stats(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
-    """Add counters from another process (or batch) into ``into``, in place.
-
-    Stage stats are additive by contract (counts and sums, nested dicts of them),
-    which is what lets per-actor counters of a Ray run add up to the same totals
-    as one local process. Anything that is not a number is overwritten.
-    """
-    for key, value in more.items():
-        if isinstance(value, dict):
-            merge_stats(into.setdefault(key, {}), value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            total = into.get(key, 0) + value
-            into[key] = round(total, 9) if isinstance(total, float) else total
-        else:
-            into[key] = value
-    return into
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Stage:
-    """Declaration of one stage: what it reads, writes and depends on."""
+    """Declaration of one stage: everything the runner, executors and summary need.
+
+    A stage module builds its :class:`Stage` and passes it to :func:`register_stage`;
+    ``pipeline.stages`` then names it. No core module knows any stage by name.
+    """
 
     name: str
     fn: Callable[..., list[Any]]
@@ -85,11 +38,43 @@ class Stage:
     produces: str
     """Record kind out."""
     config_keys: tuple[str, ...]
-    """Top-level config sections that shape the output; they key the manifest hash."""
+    """Config sections (``dedup``) or keys (``run.seed``) that shape the output; they key
+    the manifest hash and are what ``fn`` gets as ``cfg``."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
     side_name: str = "set_aside"
     """Folder of the rows the stage set aside (``duplicates``, ``contaminated``, ...)."""
     batch_size_key: str = "batch_size"
     """Which ``run`` field sets this stage's batch size (and resume granularity)."""
+    default_batch_size: Callable[[DatagenConfig], int] | None = None
+    """The batch size when that ``run`` field is null (e.g. the teacher's own default)."""
+    wants_gpu: Callable[[DatagenConfig], bool] | None = None
+    """Whether this run of the stage needs a GPU (Ray actors then ask for
+    ``run.ray_gpus_per_actor``). None: never."""
+    report: Callable[[Path, DatagenConfig], dict[str, Any] | None] | None = None
+    """Builds the stage's section of the summary from its stage folder (exact over the
+    saved datasets, so a resumed run reports the same)."""
+    report_key: str = ""
+    """Summary key of that section (default: ``<name>_report``)."""
+    card_note: Callable[[dict[str, Any]], str] | None = None
+    """A paragraph for the dataset card's Generation section, from the plain config."""
+    sections: dict[str, type] = field(default_factory=dict)
+    """Top-level config sections this stage adds (key -> dataclass), built by
+    :mod:`datagen.compose` like the built-in ones."""
     description: str = ""
+
+    def gpu(self, config: DatagenConfig) -> bool:
+        """True when this stage asks for a GPU under ``config``."""
+        return bool(self.wants_gpu and self.wants_gpu(config))
+
+
+STAGES: dict[str, Stage] = {}
+"""Every declared stage, by name (filled by :func:`register_stage`)."""
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Declare ``stage``; a second stage of the same name is refused."""
+    if stage.name in STAGES and STAGES[stage.name] is not stage:
+        raise ValueError(f"stage {stage.name!r} is declared twice")
+    STAGES[stage.name] = stage
+    return stage

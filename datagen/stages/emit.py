@@ -26,7 +26,7 @@ from datagen.output.publish import (
 )
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
-from datagen.stages.base import StageContext
+from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,17 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
     if out_dir.exists():
         shutil.rmtree(out_dir)  # outputs are derived: rebuild them whole
     overall = pass_rate_summary(batch, ocfg.difficulty_edges)
-    card_args = {"license": ocfg.license, "tokens_counted_by": counter.name, "overall": overall}
+    notes = [
+        note(config)
+        for name in ctx.config.pipeline.stages
+        if name in STAGES and (note := STAGES[name].card_note) is not None
+    ]
+    card_args = {
+        "license": ocfg.license,
+        "tokens_counted_by": counter.name,
+        "overall": overall,
+        "method_notes": notes,
+    }
     for name, out in outputs.items():
         card = render_card(
             [out], config, {"default": f"{name}.parquet"}, title=name, load_path=".", **card_args
@@ -90,3 +100,6 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             )
             ctx.count("emit", "pushed_to_hub")
     return batch
+
+
+register_stage(Stage("emit", emit, "sample", "sample", ("output", "run.seed"), needs_all_rows=True))

@@ -11,7 +11,7 @@ from typing import Any
 
 from datagen.config import FilterConfig
 from datagen.records import Sample
-from datagen.stages.base import StageContext
+from datagen.stages.base import Stage, StageContext, register_stage
 
 
 def repeated_ngram_fraction(text: str, n: int = 8) -> float:
@@ -62,3 +62,6 @@ def filter_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any
             sample.reject_reason = reason
             ctx.count("filter", reason.split(":")[0])
     return batch
+
+
+register_stage(Stage("filter", filter_samples, "sample", "sample", ("filter",)))

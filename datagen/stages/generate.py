@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from datagen.config import DatagenConfig
 from datagen.records import Problem, Sample
-from datagen.stages.base import StageContext
-from datagen.teachers import build_teacher
+from datagen.stages.base import Stage, StageContext, register_stage
+from datagen.teachers import TEACHERS, build_teacher
 
 
 def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
@@ -24,3 +25,27 @@ def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) ->
     ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
     ctx.count("generate", "failed", sum(s.error is not None for s in samples))
     return samples
+
+
+def teacher_batch_size(config: DatagenConfig) -> int:
+    """Problems per generation batch when ``run.generate_batch_size`` is null."""
+    return TEACHERS[config.teacher.name].default_batch_size
+
+
+def teacher_wants_gpu(config: DatagenConfig) -> bool:
+    """True when the configured teacher runs its model on a GPU (vLLM)."""
+    return TEACHERS[config.teacher.name].wants_gpu
+
+
+register_stage(
+    Stage(
+        "generate",
+        generate,
+        "problem",
+        "sample",
+        ("teacher", "generation", "run.seed"),
+        batch_size_key="generate_batch_size",
+        default_batch_size=teacher_batch_size,
+        wants_gpu=teacher_wants_gpu,
+    )
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 from datagen.records import Problem
 from datagen.sources import read_problems
-from datagen.stages.base import StageContext
+from datagen.stages.base import Stage, StageContext, register_stage
 
 
 def load(batch: list[Any], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Problem]:
@@ -14,3 +14,6 @@ def load(batch: list[Any], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Pr
     problems, rejects = read_problems(cfg["source"], cfg["source"].system_prompt, cfg["run.limit"])
     ctx.rejects.extend(rejects)
     return problems
+
+
+register_stage(Stage("load", load, "none", "problem", ("source", "run.limit")))

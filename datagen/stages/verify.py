@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from datagen.config import ConfigError, VerifierChoice
+from datagen.config import ConfigError, DatagenConfig, VerifierChoice
 from datagen.records import Sample, Verdict
-from datagen.stages.base import StageContext
-from datagen.verify_registry import ENSEMBLE, VERIFIERS, VerifyInputs
+from datagen.stages.base import Stage, StageContext, register_stage
+from datagen.verify_registry import ENSEMBLE, VERIFIERS, VerifyInputs, choice_wants_gpu
 from verifiers.precomputed import RANK_RULES
 from verifiers.types import Verdict as Result
 
@@ -159,3 +159,25 @@ def combine(
         "disagree": yes > 0 and no > 0,
     }
     return Verdict(ENSEMBLE, version, passed, share, details)
+
+
+def verifier_wants_gpu(config: DatagenConfig) -> bool:
+    """True when the configured verifier (or an ensemble member) runs a model on a GPU."""
+    return choice_wants_gpu(config.verifier)
+
+
+register_stage(
+    Stage("verify", verify, "sample", "sample", ("verifier",), wants_gpu=verifier_wants_gpu)
+)
+# Rank rules (best k per prompt) need every sample of a prompt in one batch.
+register_stage(
+    Stage(
+        "verify_groups",
+        verify_groups,
+        "sample",
+        "sample",
+        ("verifier",),
+        needs_all_rows=True,
+        wants_gpu=verifier_wants_gpu,
+    )
+)

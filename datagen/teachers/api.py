@@ -34,7 +34,9 @@ from datagen.teachers.base import (
     Request,
     Teacher,
     TeacherFatalError,
+    TeacherSpec,
     group_by_prompt,
+    register_teacher,
 )
 from datagen.teachers.cache import RequestCache
 from datagen.teachers.responses import parse_completion
@@ -379,3 +381,6 @@ class OpenAITeacher(Teacher):
             self._thread.join(10)
             self._loop.close()
         super().close()
+
+
+register_teacher(TeacherSpec("openai", OpenAITeacherConfig, OpenAITeacher, default_batch_size=64))

@@ -308,3 +308,39 @@ class Teacher(ABC):
         """Release the engine or client and the cache."""
         if self.cache is not None:
             self.cache.close()
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Declaration of one teacher: what ``teacher.name`` selects.
+
+    A teacher module builds its spec and passes it to :func:`register_teacher`;
+    the composer, the runner and the generation stages read only these.
+    """
+
+    name: str
+    """The ``teacher.name`` that selects it."""
+    config_cls: type
+    """Its config dataclass (the ``teacher`` group)."""
+    teacher_cls: type[Teacher]
+    """Built as ``teacher_cls(cfg, cache)``; its module must not import heavy engines."""
+    default_batch_size: int = 1
+    """Problems per generation batch when ``run.generate_batch_size`` is null: small for a
+    sequential CPU model (fine-grained resume), large enough to fill an API's concurrency
+    or an engine's batch."""
+    wants_gpu: bool = False
+    """True when the teacher runs a model on a GPU in the stage's own process (vLLM)."""
+    uses_cache: bool = True
+    """False for teachers that send nothing (replay): no request cache is opened."""
+
+
+TEACHERS: dict[str, TeacherSpec] = {}
+"""Every declared teacher, by name (filled by :func:`register_teacher`)."""
+
+
+def register_teacher(spec: TeacherSpec) -> TeacherSpec:
+    """Declare a teacher; a second one of the same name is refused."""
+    if spec.name in TEACHERS and TEACHERS[spec.name] != spec:
+        raise ValueError(f"teacher {spec.name!r} is declared twice")
+    TEACHERS[spec.name] = spec
+    return spec

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.config import ConfigError, SamplingConfig
-from datagen.teachers.base import Completion, Request, Teacher
+from datagen.teachers.base import Completion, Request, Teacher, TeacherSpec, register_teacher
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -102,3 +102,6 @@ class LocalTeacher(Teacher):
                     completion_tokens=usage.get("completion_tokens", 0),
                 ),
             )
+
+
+register_teacher(TeacherSpec("local", LocalTeacherConfig, LocalTeacher, default_batch_size=1))

@@ -24,7 +24,8 @@ from typing import Any
 
 from datagen.config import ConfigError, SamplingConfig, SourceConfig
 from datagen.records import Problem, Sample, Verdict
-from datagen.teachers.base import Completion, Request, Teacher
+from datagen.sources import iter_raw_rows
+from datagen.teachers.base import Completion, Request, Teacher, TeacherSpec, register_teacher
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,6 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[dict[str, list[Trace]], int]:
     Returns:
         ``(prompt -> traces in order, number of unreadable rows skipped)``.
     """
-    from datagen.sources import iter_raw_rows
 
     source = SourceConfig(path=cfg.path, split=cfg.split, prompt_field=cfg.prompt_field)
     keyed: dict[str, list[tuple[Any, int, Trace]]] = {}
@@ -155,7 +155,6 @@ class ReplayTeacher(Teacher):
     """Serves stored traces through the teacher interface (no requests, no cache, no cost)."""
 
     name = "replay"
-    uses_cache = False
 
     def __init__(self, cfg: ReplayTeacherConfig, cache: RequestCache | None = None) -> None:
         super().__init__(cfg.model, None)  # nothing here is paid for: no cache
@@ -217,3 +216,10 @@ class ReplayTeacher(Teacher):
             )
             sample.passed = trace.label
         return sample
+
+
+register_teacher(
+    TeacherSpec(
+        "replay", ReplayTeacherConfig, ReplayTeacher, default_batch_size=1024, uses_cache=False
+    )
+)

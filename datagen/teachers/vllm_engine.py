@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.config import ConfigError, SamplingConfig
-from datagen.teachers.base import Completion, Request, Teacher, group_by_prompt
+from datagen.teachers.base import (
+    Completion,
+    Request,
+    Teacher,
+    TeacherSpec,
+    group_by_prompt,
+    register_teacher,
+)
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -207,3 +214,8 @@ def _max_model_len(llm: Any, configured: int | None) -> int | None:
         return int(llm.llm_engine.model_config.max_model_len)
     except AttributeError:  # the attribute path moved between vLLM versions
         return configured
+
+
+register_teacher(
+    TeacherSpec("vllm", VLLMTeacherConfig, VLLMTeacher, default_batch_size=1024, wants_gpu=True)
+)

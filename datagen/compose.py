@@ -1,0 +1,234 @@
+"""Compose a run's config: Hydra's ``DictConfig`` in, a :class:`DatagenConfig` out.
+
+The one conversion, done at entry. It sits above the plug-ins: the teacher's
+and verifier's options dataclasses come from their declarations
+(:data:`~datagen.teachers.TEACHERS`, :data:`~datagen.verify_registry.VERIFIERS`),
+the sections a stage adds (``dedup``, ``decontam``, a plug-in's own) from
+:data:`~datagen.stages.STAGES`, and the output names from
+:data:`~datagen.output.OUTPUTS`, so :mod:`datagen.config` imports none of them.
+Unknown keys and bad values fail here, naming the full key; a key that moved
+fails naming where it went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from datagen.config import (
+    AdaptiveConfig,
+    ConfigError,
+    DatagenConfig,
+    FilterConfig,
+    OutputConfig,
+    PipelineConfig,
+    RunConfig,
+    SamplingConfig,
+    SourceConfig,
+    VerifierChoice,
+)
+from datagen.output import OUTPUTS
+from datagen.stages import STAGES
+from datagen.teachers import TEACHERS
+from datagen.verify_registry import verifier_config_classes
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+"""The Hydra config folder that ``python -m datagen`` composes."""
+
+CORE_SECTIONS: dict[str, type] = {
+    "pipeline": PipelineConfig,
+    "run": RunConfig,
+    "source": SourceConfig,
+    "generation": SamplingConfig,
+    "filter": FilterConfig,
+    "output": OutputConfig,
+    "adaptive": AdaptiveConfig,
+}
+"""Top-level sections whose schema is fixed (the rest come from declarations)."""
+
+
+def _make_writable(node: DictConfig) -> None:
+    """Frozen dataclasses mark every nested node read-only; merging needs them writable."""
+    OmegaConf.set_readonly(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _make_writable(child)
+
+
+def build(cls: type, node: Any, key: str) -> Any:
+    """Validate ``node`` against dataclass ``cls``; errors name ``key``."""
+    if node is None:
+        node = {}
+    try:
+        schema = OmegaConf.structured(cls)
+        _make_writable(schema)
+        merged = OmegaConf.merge(schema, node)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        full_key = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"bad config at '{full_key}': {msg}") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad config at '{key}': {exc}") from None
+
+
+def build_verifier(registry: dict[str, type], node: Any, key: str) -> VerifierChoice:
+    """Build ``verifier.name``'s options from the other keys of the group.
+
+    ``name: ensemble`` also takes ``members``: a mapping from a label (the name its
+    verdict is stored under) to a verifier group of its own plus an optional
+    ``weight``; a list of groups is labelled by their names.
+    """
+    node = dict(node or {})
+    name = node.pop("name", None)
+    if name not in registry:
+        raise ConfigError(f"{key}.name must be one of {sorted(registry)}, got {name!r}")
+    if name != "ensemble":
+        return VerifierChoice(name=name, options=_build_options(registry[name], node, key))
+    members = _build_members(registry, node.pop("members", None), key)
+    options = dataclasses.replace(_build_options(registry[name], node, key), members=members)
+    return VerifierChoice(name=name, options=options)
+
+
+def _build_options(cls: type, node: dict[str, Any], key: str) -> Any:
+    """:func:`build`, with the verifier's hints (``model=...``) spelled as full keys."""
+    try:
+        return build(cls, node, key)
+    except ConfigError as exc:
+        names = "|".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(re.sub(rf"(?<![\w.])({names})=", rf"{key}.\1=", str(exc))) from None
+
+
+def _build_members(registry: dict[str, type], members: Any, key: str) -> tuple[VerifierChoice, ...]:
+    """The members of ``verifier.members``, each built as a verifier group of its own."""
+    if isinstance(members, list):
+        names = [str((m or {}).get("name")) for m in members]
+        if len(set(names)) < len(names):
+            raise ConfigError(
+                f"{key}.members: two members have the same name; give them labels with the "
+                "mapping form, e.g. members: {judge_a: {name: judge, ...}, judge_b: {...}}"
+            )
+        members = dict(zip(names, members, strict=True))
+    if not isinstance(members, dict) or not members:
+        raise ConfigError(
+            f"{key}.members must name at least one verifier, e.g. "
+            "members: {math: {name: math}, judge: {name: judge, model: ...}}"
+        )
+    built = []
+    for label, member in members.items():
+        member_key = f"{key}.members.{label}"
+        member = dict(member or {})
+        weight = member.pop("weight", 1.0)
+        if member.get("name") == "ensemble":
+            raise ConfigError(f"{member_key}.name: an ensemble cannot contain an ensemble")
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise ConfigError(f"{member_key}.weight must be a number > 0, got {weight!r}")
+        choice = build_verifier(registry, member, member_key)
+        built.append(dataclasses.replace(choice, label=str(label), weight=float(weight)))
+    return tuple(built)
+
+
+def build_named(registry: dict[str, type], node: Any, key: str) -> Any:
+    """Build the dataclass that ``node.name`` selects from ``registry``."""
+    name = node.get("name") if node is not None else None
+    if name not in registry:
+        raise ConfigError(f"{key}.name must be one of {sorted(registry)}, got {name!r}")
+    return build(registry[name], node, key)
+
+
+def stage_sections() -> dict[str, type]:
+    """Every config section a declared stage adds (``dedup``, ``decontam``, ...)."""
+    sections: dict[str, type] = {}
+    for stage in STAGES.values():
+        for name, cls in stage.sections.items():
+            if sections.get(name, cls) is not cls:
+                raise ConfigError(f"config section {name!r} is declared with two schemas")
+            sections[name] = cls
+    return sections
+
+
+def renamed_keys() -> dict[str, str]:
+    """Every old full key -> its new full key, from the sections' ``RENAMED`` tables."""
+    sections = {**CORE_SECTIONS, **stage_sections()}
+    return {
+        f"{key}.{old}": f"{key}.{new}"
+        for key, cls in sections.items()
+        for old, new in getattr(cls, "RENAMED", {}).items()
+    }
+
+
+def _renamed_error(old: str, new: str, value: Any = None) -> ConfigError:
+    shown = f"={value}" if value is not None else ""
+    return ConfigError(f"{old} was renamed: use {new}{shown} (see docs/architecture.md)")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse command-line overrides of renamed keys, naming the new key.
+
+    Hydra would refuse them too, but only as unknown keys; this says where they went.
+    """
+    renamed = renamed_keys()
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in renamed:
+            raise _renamed_error(key, renamed[key], value or None)
+
+
+def _check_renamed(raw: dict[str, Any]) -> None:
+    """Refuse renamed keys in a composed config (a user's YAML, or ``+key=`` overrides)."""
+    for old, new in renamed_keys().items():
+        section, _, rest = old.partition(".")
+        node = raw.get(section)
+        if isinstance(node, dict) and rest in node and not isinstance(node[rest], dict):
+            raise _renamed_error(old, new, node[rest])
+
+
+def resolve_config(cfg: DictConfig) -> DatagenConfig:
+    """Turn Hydra's composed config into a :class:`DatagenConfig` (the one conversion)."""
+    if "pipeline" not in cfg or cfg.pipeline is None:
+        raise ConfigError("no pipeline chosen: add +pipeline=math (or code, general)")
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(raw, dict):
+        raise ConfigError("the composed config is not a mapping")
+    raw.pop("hydra", None)
+    _check_renamed(raw)
+    declared = stage_sections()
+    known = {"teacher", "verifier", *CORE_SECTIONS, *declared}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown top-level config key(s): {unknown}; known: {sorted(known)}")
+    built: dict[str, Any] = {
+        key: build(cls, raw.get(key), key) for key, cls in CORE_SECTIONS.items()
+    }
+    built["teacher"] = build_named(
+        {name: spec.config_cls for name, spec in TEACHERS.items()}, raw.get("teacher"), "teacher"
+    )
+    built["verifier"] = build_verifier(verifier_config_classes(), raw.get("verifier"), "verifier")
+    fields = {f.name for f in dataclasses.fields(DatagenConfig)}
+    extra = {}
+    for key, cls in declared.items():
+        section = build(cls, raw.get(key), key)
+        if key in fields:
+            built[key] = section
+        else:
+            extra[key] = section
+    missing = sorted(fields - set(built) - {"extra"})
+    if missing:  # a built-in section whose declaring stage was not imported
+        raise ConfigError(f"no stage declares the config section(s) {missing}")
+    _check_output_names(built["output"])
+    return DatagenConfig(**built, extra=extra)
+
+
+def _check_output_names(output: OutputConfig) -> None:
+    """``output.subset_sizes`` may name only declared outputs."""
+    for name in output.subset_sizes or {}:
+        if name not in OUTPUTS:
+            raise ConfigError(f"output.subset_sizes: unknown output {name!r}; use {tuple(OUTPUTS)}")

@@ -56,7 +56,9 @@ def append(path: Path, line: str) -> None:
 def test_an_import_back_up_or_into_datagen_breaks_them(tmp_path):
     root = copy_tree(tmp_path)
     append(root / "datagen" / "config.py", "import datagen.stages  # noqa")  # schemas -> stages
-    append(root / "verifiers" / "types.py", "import datagen.records  # noqa")  # verifiers -> datagen
+    append(
+        root / "verifiers" / "types.py", "import datagen.records  # noqa"
+    )  # verifiers -> datagen
     result = lint(root)
     assert result.returncode != 0
     assert "verifiers stand alone: they import nothing from datagen BROKEN" in result.stdout

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from datagen.compose import CONF_DIR, resolve_config
+from datagen.compose import CONF_DIR, check_overrides, resolve_config
 from datagen.config import ConfigError
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
@@ -50,4 +50,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:  # before Hydra, which would call a renamed key merely unknown
+        check_overrides(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -17,6 +17,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -155,6 +158,50 @@ def stage_sections() -> dict[str, type]:
     return sections
 
 
+def schema_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's defaults as a plain mapping (``???`` where a value is required)."""
+    node = OmegaConf.to_container(OmegaConf.structured(cls))
+    assert isinstance(node, dict)
+    return node
+
+
+def register_defaults() -> None:
+    """Put every section's dataclass defaults in Hydra's ConfigStore.
+
+    Each default then lives in one place, its dataclass: ``conf/config.yaml`` pulls
+    ``run`` and ``generation`` from ``datagen_defaults``, and each group's YAML starts
+    from its ``_defaults`` (``_<name>`` for a teacher or verifier) and sets only what
+    that choice changes. The nodes are plain (untyped), so a bad value still reaches
+    :func:`resolve_config`, which names the key.
+    """
+    store = ConfigStore.instance()
+    store.store(
+        name="datagen_defaults",
+        node={"run": schema_defaults(RunConfig), "generation": schema_defaults(SamplingConfig)},
+    )
+    groups = {key: CORE_SECTIONS[key] for key in ("source", "filter", "output", "adaptive")}
+    for group, cls in {**groups, **stage_sections()}.items():
+        store.store(group=group, name="_defaults", node=schema_defaults(cls))
+    for name, spec in TEACHERS.items():
+        store.store(group="teacher", name=f"_{name}", node=schema_defaults(spec.config_cls))
+    for name, cls in verifier_config_classes().items():
+        node = {"name": name, **schema_defaults(cls)}
+        node.pop("members", None)  # an ensemble's members are its YAML's own
+        store.store(group="verifier", name=f"_{name}", node=node)
+
+
+def compose(*overrides: str) -> DictConfig:
+    """Compose ``conf/`` with Hydra for ``overrides``, as ``python -m datagen`` does.
+
+    Raises:
+        ConfigError: An override names a renamed key (the message names the new one).
+    """
+    check_overrides(list(overrides))
+    register_defaults()  # again: a plug-in declared since import adds its own
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
 def renamed_keys() -> dict[str, str]:
     """Every old full key -> its new full key, from the sections' ``RENAMED`` tables."""
     sections = {**CORE_SECTIONS, **stage_sections()}
@@ -232,3 +279,6 @@ def _check_output_names(output: OutputConfig) -> None:
     for name in output.subset_sizes or {}:
         if name not in OUTPUTS:
             raise ConfigError(f"output.subset_sizes: unknown output {name!r}; use {tuple(OUTPUTS)}")
+
+
+register_defaults()

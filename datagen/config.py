@@ -90,10 +90,11 @@ class SamplingConfig:
 
     n: int = 4
     """Samples per prompt."""
-    temperature: float = 0.8
+    temperature: float = 0.7
     top_p: float = 0.95
-    max_tokens: int = 512
-    """Upper bound on generated tokens; a sample that hits it is marked truncated."""
+    max_tokens: int = 256
+    """Upper bound on generated tokens; a sample that hits it is marked truncated. 256 keeps
+    the embedded CPU teacher's default run to minutes; reasoning teachers need thousands."""
     seed: int | None = None
     """Base seed for sampling (None: use run.seed). Each sample derives its own."""
     stop: list[str] = field(default_factory=list)

@@ -17,11 +17,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def compose(*overrides: str):
     """Compose conf/ with Hydra, as ``python -m datagen`` would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from datagen.compose import compose as compose_config
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 @pytest.fixture

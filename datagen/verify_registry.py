@@ -34,7 +34,7 @@ from verifiers import judge as judge_verifier
 from verifiers import math as math_verifier
 from verifiers import precomputed as precomputed_verifier
 from verifiers import reward as reward_verifier
-from verifiers.types import Verdict
+from verifiers.types import Verdict, render_response
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class VerifyInputs:
     prompts: list[list[dict[str, str]]]
     """The prompt as chat messages (system prompt included)."""
     responses: list[str]
-    """The whole response: ``<think>reasoning</think>`` (when there is any) then the answer."""
+    """The whole response as the outputs write it (:func:`verifiers.types.render_response`):
+    ``<think>`` reasoning (when there is any), then the answer."""
     answers: list[str]
     """The final answer text only (``Sample.content``)."""
     references: list[str | None]
@@ -59,10 +60,7 @@ class VerifyInputs:
     def from_samples(cls, samples: Sequence[Sample]) -> VerifyInputs:
         return cls(
             prompts=[s.messages for s in samples],
-            responses=[
-                f"<think>{s.reasoning}</think>\n{s.content}" if s.reasoning else s.content
-                for s in samples
-            ],
+            responses=[render_response(s.reasoning, s.content) for s in samples],
             answers=[s.content for s in samples],
             references=[s.reference for s in samples],
             group_ids=[s.problem_id for s in samples],

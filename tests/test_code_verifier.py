@@ -320,7 +320,7 @@ def test_cold_sandbox_gives_the_same_verdicts() -> None:
 def test_unverifiable_cases_return_none() -> None:
     no_tests = verify("x = 1", {"kind": "assert", "test_code": "x = 2"})
     assert no_tests.passed is None and "no assert" in no_tests.details["error"]
-    assert verify(None, TestSpec.calls("f", [[1]], [1])).details["failure"] == "no_code"
+    assert verify(None, TestSpec.calls("f", [[1]], [1])).details["failure"] == "no_answer"
 
 
 def test_spec_dict_form() -> None:

@@ -46,7 +46,7 @@ def key_exists(key: str, assigned: bool = False) -> bool:
                 return True
             continue
         # a mapping-valued option (extra_body, subset_sizes) takes any sub-key
-        if isinstance(node, dict) and not node or node is None:
+        if (isinstance(node, dict) and not node) or node is None:
             return True
     return False
 

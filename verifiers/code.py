@@ -38,7 +38,8 @@ Verdicts
 the run could not be judged (no tests, sandbox refused or broken). ``details``
 holds ``tests`` (per test: True, False, or None when its expected value could not
 be computed), ``failure`` (one of ``syntax_error``, ``runtime_error``,
-``wrong_answer``, ``timeout``, ``memory_limit``, ``output_limit``, ``no_code``, or
+``wrong_answer``, ``timeout``, ``memory_limit``, ``output_limit``, ``no_answer`` (no
+code block; ``error`` is then ``no_answer`` too, the outcome every verifier uses), or
 ``unverifiable``), ``first_failure`` (test, input, expected, got, error; truncated),
 ``isolation``, ``wall_s``, ``retried_timeout_s`` when a wall-clock timeout was
 retried, and, when non-zero, ``forgeable_tests`` (see :mod:`verifiers._asserts`): a
@@ -61,7 +62,7 @@ from typing import Any
 
 from verifiers import _runs
 from verifiers.sandbox import Sandbox, SandboxConfig, SandboxError, SandboxRefused, get_sandbox
-from verifiers.types import Verdict
+from verifiers.types import NO_ANSWER, Verdict, answer_part
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +301,7 @@ def extract_code(text: str) -> str | None:
         >>> extract_code("no code here") is None
         True
     """
-    text = re.sub(r"<think>.*?</think>", "", text, flags=re.S)
-    if "</think>" in text:  # reasoning whose opening tag was in the prompt
-        text = text.rsplit("</think>", 1)[1]
-    text = text.split("<think>", 1)[0]  # an unclosed reasoning block runs to the end
-    blocks = _FENCE.findall(text)
+    blocks = _FENCE.findall(answer_part(text))
     return blocks[-1] if blocks else None
 
 
@@ -332,7 +329,7 @@ def _verdict(passed: bool | None, details: dict[str, Any]) -> Verdict:
 def _verify_one(code: str | None, spec: TestSpec, box: Sandbox, cfg: CodeVerifierConfig) -> Verdict:
     details: dict[str, Any] = {"isolation": box.isolation.name}
     if not code or not code.strip():
-        return _verdict(False, {**details, "failure": "no_code", "tests": []})
+        return _verdict(False, {**details, "failure": NO_ANSWER, "error": NO_ANSWER, "tests": []})
     job, checks, inputs = _runs.build_job(code, spec)
     timeout, limits = box.config.timeout_s, None
     outcomes, wall = _runs.run_graded(job, spec, checks, box, timeout)

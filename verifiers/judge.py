@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verifiers.reward import Prompt, final_answer, to_messages
-from verifiers.types import Verdict
+from verifiers.types import NO_ANSWER, Verdict
 
 VERSION = "1"
 
@@ -300,7 +300,7 @@ def _verdict(reply: JudgeReply | None, cfg: JudgeConfig) -> Verdict:
     scale = [cfg.min_score, cfg.max_score]
     details: dict[str, Any]
     if reply is None:
-        return Verdict("judge", VERSION, False, None, {"error": "no_answer"})
+        return Verdict("judge", VERSION, False, None, {"error": NO_ANSWER})
     if reply.text is None:
         details = {"error": "judge_request_failed", "reason": (reply.error or "")[:300]}
         return Verdict("judge", VERSION, None, None, details)

@@ -33,7 +33,7 @@ import math_verify
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 from pebble import ProcessExpired, ProcessPool
 
-from verifiers.types import Verdict
+from verifiers.types import NO_ANSWER, Verdict, answer_part
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,6 @@ class MathVerifyConfig:
 # ---------------------------------------------------------------------------
 # Extraction
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 # `\boxed{`, `\boxed {`, `\fbox{`, or the brace-less `\boxed 5`.
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{|\\boxed\s+(?=[^\s{])")
 _ANSWER_PHRASE = re.compile(
@@ -171,9 +170,7 @@ def extract_answer(text: str, *, strip_think: bool = True) -> str | None:
 
 
 def _strip_think(text: str) -> str:
-    text = _THINK_BLOCK.sub(" ", text)
-    text = text.rsplit("</think>", 1)[-1]  # a lone </think>: the prompt opened the block
-    return text.split("<think>", 1)[0]  # an unclosed <think>: the trace was cut off
+    return answer_part(text)
 
 
 def _last_boxed(text: str) -> str | None:
@@ -246,7 +243,7 @@ def verify(
         answer = _parse_last_expression(prediction, config)
         extracted = str(answer[-1]) if answer else None
     if extracted is None:
-        return _verdict(False, extracted, reference, "no_answer")
+        return _verdict(False, extracted, reference, NO_ANSWER)
     if reference is None or not reference.strip():
         return _verdict(None, extracted, reference, "no_reference")
     gold = _parse(reference, config)

@@ -29,13 +29,12 @@ Nothing here imports torch, transformers or vLLM until a model is loaded.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from verifiers.precomputed import select, validate_rule
-from verifiers.types import Verdict
+from verifiers.types import NO_ANSWER, Verdict, answer_part
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +110,6 @@ class RewardConfig:
 # ---------------------------------------------------------------------------
 # Text preparation
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-
 
 def final_answer(text: str) -> str:
     """The answer part of a trace: what is left without its ``<think>`` reasoning.
@@ -123,9 +120,7 @@ def final_answer(text: str) -> str:
         >>> final_answer("cut off here </think>Paris.")
         'Paris.'
     """
-    text = _THINK_BLOCK.sub(" ", text)
-    text = text.rsplit("</think>", 1)[-1]  # a lone </think>: the prompt opened the block
-    return text.split("<think>", 1)[0].strip()  # an unclosed <think>: the trace was cut off
+    return answer_part(text).strip()
 
 
 def to_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -386,7 +381,7 @@ def verify_batch(
     verdicts = []
     for (score, truncated), (passed, evidence) in zip(scored, decided, strict=True):
         if score is None:
-            details: dict[str, Any] = {"error": "no_answer"}
+            details: dict[str, Any] = {"error": NO_ANSWER}
             passed = False
         else:
             details = {"rule": cfg.rule, **evidence, "error": None}

@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 
 from datagen.records import MESSAGES, Sample
+from verifiers.types import render_response
 
 TRL_KEYS: frozenset[str] = frozenset(
     {"prompt", "chosen", "rejected", "completion", "messages", "label"}
@@ -166,9 +167,7 @@ def assistant_text(sample: Sample, reasoning_in_content: bool = True) -> str:
     >>> assistant_text(s, reasoning_in_content=False)
     '1'
     """
-    if sample.reasoning and reasoning_in_content:
-        return f"<think>\n{sample.reasoning}\n</think>\n\n{sample.content}"
-    return sample.content
+    return render_response(sample.reasoning if reasoning_in_content else None, sample.content)
 
 
 def assistant_turn(sample: Sample, reasoning_in_content: bool = True) -> list[dict[str, str]]:

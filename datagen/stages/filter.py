@@ -12,6 +12,7 @@ from typing import Any
 from datagen.config import FilterConfig
 from datagen.records import Sample
 from datagen.stages.base import Stage, StageContext, register_stage
+from verifiers.types import is_no_answer
 
 
 def repeated_ngram_fraction(text: str, n: int = 8) -> float:
@@ -26,12 +27,8 @@ def repeated_ngram_fraction(text: str, n: int = 8) -> float:
 
 def has_answer(sample: Sample) -> bool:
     """True when the verifier found something to grade (or did not need to)."""
-    for verdict in sample.verdicts:
-        if (
-            verdict.details.get("error") == "no_answer"
-            or verdict.details.get("failure") == "no_code"
-        ):
-            return False
+    if any(is_no_answer(verdict.details) for verdict in sample.verdicts):
+        return False
     return bool(sample.content.strip())
 
 

@@ -12,10 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from datagen.config import DatagenConfig
+from datagen.config import DatagenConfig
 
 logger = logging.getLogger(__name__)
 

@@ -191,7 +191,8 @@ def test_plugins_run_in_a_pipeline(tmp_path):
         {"id": f"p{a}", "problem": f"What is {a} + {a * 3}?", "answer": str(4 * a)} for a in (2, 5)
     ]
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    summary = run(compose(*plugin_overrides(src)), tmp_path / "run")
+    # output.dir moved: the summary reads the outputs where emit wrote them
+    summary = run(compose(*plugin_overrides(src, "output.dir=built")), tmp_path / "run")
 
     # the teacher: 2 problems x 4 samples
     assert summary["samples"] == 8 and summary["stages"]["generate"]["in"] == 2
@@ -203,12 +204,13 @@ def test_plugins_run_in_a_pipeline(tmp_path):
     assert summary["set_aside"] == {"min_length": 2}
     assert summary["min_length_report"] == {"short": 2, "chars": 16}
     # the output: one shortest positive per prompt, beside the built-in outputs
-    shortest = datasets.load_from_disk(str(tmp_path / "run" / "outputs" / "sft_shortest" / "arrow"))
+    shortest = datasets.load_from_disk(str(tmp_path / "run" / "built" / "sft_shortest" / "arrow"))
     assert summary["sft_shortest"] == len(shortest) == 2
     assert sorted(shortest["sample_index"]) == [2, 2]  # sample 0's answer was set aside as short
-    assert summary["redi_pairs"] >= 1
+    assert summary["redi_pairs"] >= 1 and summary["sft_positive"] == 2  # read from built/
+    assert not (tmp_path / "run" / "outputs").exists()
     assert re.search(r"shortest positives +2", format_summary(summary))
-    card = (tmp_path / "run" / "outputs" / "sft_shortest" / "README.md").read_text()
+    card = (tmp_path / "run" / "built" / "sft_shortest" / "README.md").read_text()
     assert "The shortest verified-correct trace of each prompt." in card
 
 

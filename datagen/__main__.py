@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from datagen.config import ConfigError, resolve_config
+from datagen.rerun import warn_if_config_changed
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
 from datagen.summary import build_summary, format_summary
@@ -31,6 +32,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     config = resolve_config(cfg)
     stages = build_pipeline(list(config.pipeline.stages))
     run_dir.mkdir(parents=True, exist_ok=True)
+    warn_if_config_changed(run_dir, config.as_dict(), config.output.dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config.as_dict())))
     started = time.monotonic()
     results = Runner(config, run_dir, stages).run()

@@ -12,6 +12,7 @@ from typing import Any
 
 import datasets
 
+from datagen import outcomes
 from datagen.config import DatagenConfig
 from datagen.runner import StageResult
 from datagen.stages.adaptive import stage_report as adaptive_report
@@ -39,6 +40,8 @@ def build_summary(
         summary["samples"] = gen.rows_out + gen.rows_set_aside
         summary["generation_failed"] = gen.rows_set_aside
         summary["cost_usd"] = round(_stage_cost(stage_dirs[gen_name]), 6)
+        summary |= outcomes.request_counts(results)
+        summary["failed_top_reason"] = outcomes.failed_reason(stage_dirs[gen_name])
         if gen_name == "generate_adaptive":  # exact over the datasets, resumed or on Ray
             summary["adaptive"] = adaptive_report(stage_dirs[gen_name], config)
     if gen_name and results:
@@ -48,6 +51,7 @@ def build_summary(
         summary["positives"] = sum(p is True for p in passed)
         summary["negatives"] = sum(p is False for p in passed)
         summary["unverifiable"] = sum(p is None for p in passed)
+        summary["unverifiable_top_reason"] = outcomes.unverifiable_reason(final)
         graded = summary["positives"] + summary["negatives"]
         summary["pass_rate"] = round(summary["positives"] / graded, 4) if graded else None
         if len(final):
@@ -95,7 +99,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("problems loaded", "problems_loaded"),
         ("problems sent to teacher", "problems_generated"),
         ("samples", "samples"),
-        ("generation failed", "generation_failed"),
         ("samples kept after filters", "samples_kept"),
         ("pass rate", "pass_rate"),
         ("positives", "sft_positive"),
@@ -107,6 +110,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("wall time (s)", "wall_seconds"),
     ]
     lines = [f"  {label:<32} {summary[key]}" for label, key in keys if key in summary]
+    lines += outcomes.outcome_lines(summary)
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
     for example in (summary.get("dedup_report") or {}).get("examples", [])[:3]:

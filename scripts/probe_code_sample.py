@@ -1,11 +1,12 @@
 """Probe which MBPP problems the embedded teacher sometimes solves (data/code_sample.jsonl).
 
 Writes the short, honestly tested MBPP-train problems of ``shared/data/code`` as a
-code source, runs the real code pipeline on them (local SmolLM2 teacher, sandboxed
-verifier) with the README's sampling settings, and prints per problem which of its
-samples passed. Because sample seeds depend only on the run seed, the problem id and
-the sample index, the first ``generation.n`` samples of a problem here are the ones
-the default ``python -m datagen +pipeline=code`` draws for it.
+code source, then asks the code pipeline's own teacher (local SmolLM2, its request
+cache, its seeds) for ``n`` samples of each and grades them with the pipeline's
+verifier (sandboxed), printing one line per problem as it finishes: ``+`` passed,
+``-`` failed, ``f`` cut off at max_tokens (the filter sets it aside), ``?``
+unverifiable. Sample seeds depend only on the run seed, the prompt and the sample
+index, so these are the samples ``python -m datagen +pipeline=code`` draws.
 
     python scripts/probe_code_sample.py /path/to/shared/data/code/mbpp_train.jsonl \
         --run-dir runs/probe_code --n 6
@@ -20,8 +21,6 @@ import ast
 import json
 import sys
 from pathlib import Path
-
-import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,41 +65,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mbpp", type=Path, help="shared/data/code/mbpp_train.jsonl")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "probe_code")
-    parser.add_argument("--n", type=int, default=6, help="samples per problem")
+    parser.add_argument("--n", type=int, default=4, help="samples per problem")
     parser.add_argument("--max-chars", type=int, default=80)
     parser.add_argument("--max-lines", type=int, default=3)
+    parser.add_argument("--first", default="", help="comma-separated ids to probe first")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from datagen.__main__ import run
+    from datagen.config import resolve_config
+    from datagen.sources import read_problems
+    from datagen.stages.base import StageContext
+    from datagen.stages.verify import run_verification
+    from datagen.teachers import build_teacher
     from tests.conftest import compose
 
     rows = candidates(args.mbpp, args.max_chars, args.max_lines)
+    first = [i for i in args.first.split(",") if i]
+    rows.sort(key=lambda r: first.index(r["id"]) if r["id"] in first else len(first))
     args.run_dir.mkdir(parents=True, exist_ok=True)
     source = args.run_dir / "candidates.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"{len(rows)} candidates -> {source}", file=sys.stderr)
-    cfg = compose(
-        "+pipeline=code",
-        f"source.path={source}",
-        f"generation.n={args.n}",
-        "run.progress=false",
-        *args.overrides,
-    )
-    summary = run(cfg, args.run_dir)
-    stages = args.run_dir / "stages"
-    outcome: dict[str, dict[int, str]] = {}
-    for row in datasets.load_from_disk(str(next(stages.glob("*_verify")) / "data")):
-        mark = {True: "+", False: "-", None: "?"}[row["passed"]]
-        outcome.setdefault(row["problem_id"], {})[row["sample_index"]] = mark
-    for row in datasets.load_from_disk(str(next(stages.glob("*_filter")) / "set_aside")):
-        outcome[row["problem_id"]][row["sample_index"]] = "f"  # set aside by the filter
-    report = {
-        pid: "".join(marks.get(i, ".") for i in range(args.n))
-        for pid, marks in sorted(outcome.items())
-    }
-    print(json.dumps({"summary_positives": summary.get("positives"), "problems": report}, indent=1))
+    overrides = ["+pipeline=code", f"source.path={source}", f"generation.n={args.n}"]
+    config = resolve_config(compose(*overrides, *args.overrides))
+    problems, _ = read_problems(config.source, config.source.system_prompt)
+    ctx = StageContext(config=config, run_dir=args.run_dir)
+    # The pipeline's own teacher, cache, seeds and verifier: a later pipeline run that
+    # shares this cache (teacher.cache_path) gets exactly these samples back.
+    teacher = build_teacher(config.teacher, args.run_dir)
+    seed = config.generation.seed if config.generation.seed is not None else config.run.seed
+    for problem in problems:
+        samples = teacher.generate([problem], config.generation, seed)
+        run_verification([s for s in samples if s.keep], ctx, config.verifier, stage="verify")
+        marks = "".join(
+            "e" if s.error else "f" if s.truncated else {True: "+", False: "-", None: "?"}[s.passed]
+            for s in samples
+        )
+        print(json.dumps({"id": problem.metadata["source_id"], "marks": marks}), flush=True)
+    teacher.close()
+    ctx.close()
     return 0
 
 

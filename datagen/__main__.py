@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from datagen.compose import CONF_DIR, check_overrides, resolve_config
 from datagen.config import ConfigError
+from datagen.rerun import warn_if_config_changed
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
 from datagen.summary import build_summary, format_summary
@@ -30,6 +31,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     config = resolve_config(cfg)
     stages = build_pipeline(list(config.pipeline.stages))
     run_dir.mkdir(parents=True, exist_ok=True)
+    warn_if_config_changed(run_dir, config.as_dict(), config.output.dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config.as_dict())))
     started = time.monotonic()
     results = Runner(config, run_dir, stages).run()

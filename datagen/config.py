@@ -191,6 +191,17 @@ class OutputConfig:
     """Environment variable holding the Hub token (falls back to ``hf auth login``'s token)."""
     license: str = "other"
     """License tag on the card; set it to what the teacher's and sources' terms allow."""
+    license_name: str | None = None
+    """With ``license: other``: the licence's id on the card (None:
+    ``terms-of-sources-and-teacher``)."""
+    license_link: str | None = None
+    """With ``license: other``: a URL, or a file in the folder (None: ``LICENSE.md``, which
+    datagen writes, naming the sources' and the teacher's terms)."""
+    language: list[str] = field(default_factory=lambda: ["en"])
+    """The card's ``language`` codes (ISO 639-1) of the prompts and responses."""
+    source_datasets: list[str] | None = None
+    """The card's ``source_datasets``: Hub ids of where the prompts came from. None:
+    ``source.path`` when it names a Hub dataset, none for a local file."""
     pretty_name: str | None = None
     """Title of the Hub dataset (None: the repo name, else the pipeline name)."""
 

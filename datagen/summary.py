@@ -12,6 +12,7 @@ from typing import Any
 
 import datasets
 
+from datagen import outcomes
 from datagen.config import DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.runner import StageResult
@@ -45,6 +46,8 @@ def build_summary(
         summary["samples"] = gen.rows_out + gen.rows_set_aside
         summary["generation_failed"] = gen.rows_set_aside
         summary["cost_usd"] = round(_stage_cost(stage_dirs[gen_name]), 6)
+        summary |= outcomes.request_counts(results)
+        summary["failed_top_reason"] = outcomes.failed_reason(stage_dirs[gen_name])
     if gen_name and results:
         final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
         passed = final["passed"]
@@ -52,6 +55,7 @@ def build_summary(
         summary["positives"] = sum(p is True for p in passed)
         summary["negatives"] = sum(p is False for p in passed)
         summary["unverifiable"] = sum(p is None for p in passed)
+        summary["unverifiable_top_reason"] = outcomes.unverifiable_reason(final)
         graded = summary["positives"] + summary["negatives"]
         summary["pass_rate"] = round(summary["positives"] / graded, 4) if graded else None
         if len(final):
@@ -100,7 +104,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("problems loaded", "problems_loaded"),
         ("problems sent to teacher", "problems_generated"),
         ("samples", "samples"),
-        ("generation failed", "generation_failed"),
         ("samples kept after filters", "samples_kept"),
         ("pass rate", "pass_rate"),
         *[
@@ -113,6 +116,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("wall time (s)", "wall_seconds"),
     ]
     lines = [f"  {label:<32} {summary[key]}" for label, key in keys if key in summary]
+    lines += outcomes.outcome_lines(summary)
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
     for example in (summary.get("dedup_report") or {}).get("examples", [])[:3]:

@@ -139,3 +139,48 @@ def test_shapes_do_not_depend_on_the_cache(tmp_path, n):
     cached = CountingTeacher(cache).generate([problem("a")], SamplingConfig(n=n), 0)
     assert [s.to_row() for s in cached] == [s.to_row() for s in fresh]
     cache.close()
+
+
+def test_the_key_names_who_answered_unless_a_namespace_is_shared():
+    local = {"backend": "local", "gguf": "smollm2.gguf", "bytes": 1}
+    server = {"backend": "openai", "base_url": "http://127.0.0.1:8080/v1"}
+    keys = [request_key("m", MESSAGES, SamplingConfig(), 0, 7, scope=s) for s in (local, server)]
+    assert len({*keys, request_key("m", MESSAGES, SamplingConfig(), 0, 7)}) == 3
+    shared = {"namespace": "smol"}
+    assert request_key("m", MESSAGES, SamplingConfig(), 0, 7, scope=shared) == request_key(
+        "m", MESSAGES, SamplingConfig(), 0, 7, scope=dict(shared)
+    )
+
+    class OtherBackend(CountingTeacher):
+        name = "other"
+
+    a, b = CountingTeacher(None), OtherBackend(None)
+    assert a.cache_scope() == {"backend": "fake"} and b.cache_scope() == {"backend": "other"}
+    key_of = lambda t: t.build_requests([problem("a")], SamplingConfig(n=1), 0)[0].key  # noqa: E731
+    assert key_of(a) != key_of(b)
+    a.cache_namespace = b.cache_namespace = "shared on purpose"
+    assert key_of(a) == key_of(b)
+
+
+def test_a_cache_from_before_key_format_2_is_reported_and_not_matched(tmp_path, caplog):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema an older datagen wrote, with one entry
+        db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, value TEXT, created REAL)")
+        db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        old_key = request_key("fake-model", problem("a").messages, SamplingConfig(n=1), 0, 0)
+        db.execute("INSERT INTO responses VALUES (?, ?, 0)", (old_key, '{"text": "old"}'))
+    with caplog.at_level("WARNING", logger="datagen.teachers.cache"):
+        cache = RequestCache(path)
+    assert cache.legacy_entries == 1 and "1 responses stored by an older datagen" in caplog.text
+    teacher = CountingTeacher(cache)
+    [sample] = teacher.generate([problem("a")], SamplingConfig(n=1), 0)
+    assert sample.content == "answer 0" and teacher.requests_sent == 1  # not the old answer
+    stats = cache.stats()
+    assert (stats["key_format"], stats["legacy_entries"], stats["entries"]) == (2, 1, 2)
+    teacher.close()
+
+    fresh = RequestCache(tmp_path / "new.sqlite")
+    assert fresh.legacy_entries == 0 and fresh.stats()["key_format"] == 2
+    fresh.close()

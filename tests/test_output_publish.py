@@ -77,7 +77,7 @@ def dry_run(module_config, tmp_path_factory):
 def test_dry_run_folder_loads_back_with_load_dataset(dry_run):
     _, ctx, out = dry_run
     hub = out / "hub"
-    assert sorted(p.name for p in hub.iterdir()) == ["README.md", *sorted(OUTPUTS)]
+    assert sorted(p.name for p in hub.iterdir()) == ["LICENSE.md", "README.md", *sorted(OUTPUTS)]
     default = load(hub)
     assert default.num_rows == ctx.stats["emit"]["sft_positive"]
     for name in OUTPUTS:
@@ -129,7 +129,7 @@ def test_empty_outputs_are_left_out_of_the_hub_folder(module_config, tmp_path):
     only_positives = [s for s in trace_samples() if s.passed]
     run_emit(module_config, tmp_path, "output.dry_run=true", samples=only_positives)
     hub = tmp_path / "outputs" / "hub"
-    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "sft_positive"]
+    assert sorted(p.name for p in hub.iterdir()) == ["LICENSE.md", "README.md", "sft_positive"]
     card = DatasetCard.load(hub / "README.md")
     assert [c["config_name"] for c in card.data.configs] == ["sft_positive"]
     assert "Not included (no rows): sft_negative, redi_pairs." in card.text

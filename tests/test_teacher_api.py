@@ -237,7 +237,7 @@ def test_kill_9_then_resume_sends_nothing_twice_and_gives_the_same_samples(proxy
     stored_at_kill = _wait_for_entries(tmp_path / "c.sqlite", 4, worker)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(10)
-    stored_at_kill = _stored_seeds(tmp_path / "c.sqlite", batch, sampling, 3)
+    stored_at_kill = _stored_seeds(proxy, tmp_path / "c.sqlite", batch, sampling, 3)
     assert 4 <= len(stored_at_kill) < 12 and not (tmp_path / "out.json").exists()
     sent_before = len(proxy.received())
 
@@ -273,19 +273,15 @@ def _wait_for_entries(path: Path, n: int, worker: subprocess.Popen, timeout: flo
     pytest.fail("the worker stored nothing in time")
 
 
-def _stored_seeds(path: Path, batch, sampling, seed) -> set[tuple[str, int]]:
+def _stored_seeds(proxy, path: Path, batch, sampling, seed) -> set[tuple[str, int]]:
     """(prompt, seed) of every request whose response is in the cache file."""
-    from datagen.teachers.base import request_key, sample_seed
-
     with sqlite3.connect(path) as db:
         keys = {k for (k,) in db.execute("SELECT key FROM responses")}
-    out = set()
-    for p in batch:
-        for i in range(sampling.n):
-            s = sample_seed(seed, p.id, i)
-            if request_key("smollm2", p.messages, sampling, i, s) in keys:
-                out.add((p.prompt, s))
-    return out
+    teacher = teacher_for(proxy, None)  # the worker's config: the same keys
+    requests = teacher.build_requests(batch, sampling, seed)
+    teacher.close()
+    prompts = [p.prompt for p in batch for _ in range(sampling.n)]
+    return {(q, r.seed) for q, r in zip(prompts, requests, strict=True) if r.key in keys}
 
 
 @dataclass(frozen=True)

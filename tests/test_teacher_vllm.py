@@ -194,12 +194,17 @@ def test_samples_have_the_same_shape_and_keys_as_the_api_teachers(fake_vllm, mon
     from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
 
     monkeypatch.setenv("UNUSED_KEY", "k")
-    api = OpenAITeacher(OpenAITeacherConfig(model="smollm2", api_key_env="UNUSED_KEY"), None)
-    engine = VLLMTeacher(VLLMTeacherConfig(model="/models/smol", served_name="smollm2"), None)
+    shared = {"cache_namespace": "smol-weights"}  # said on purpose: one cache for both
+    api_cfg = OpenAITeacherConfig(model="smollm2", api_key_env="UNUSED_KEY", **shared)
+    api = OpenAITeacher(api_cfg, None)
+    engine_cfg = VLLMTeacherConfig(model="/models/smol", served_name="smollm2", **shared)
+    engine = VLLMTeacher(engine_cfg, None)
     sampling = SamplingConfig(n=2)
     batch = problems("What is 1+1?")
     api_keys = [r.key for r in api.build_requests(batch, sampling, 0)]
     assert [r.key for r in engine.build_requests(batch, sampling, 0)] == api_keys  # one cache
+    alone = VLLMTeacher(VLLMTeacherConfig(model="/models/smol", served_name="smollm2"), None)
+    assert not {r.key for r in alone.build_requests(batch, sampling, 0)} & set(api_keys)
     [vllm_sample, _] = engine.generate(batch, sampling, 0)
     api_sample = Teacher._to_sample(
         api, batch[0], Request(api_keys[0], batch[0].messages, 0, 1), _completion_like(vllm_sample)

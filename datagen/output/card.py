@@ -9,10 +9,12 @@ the resolved config (API keys, tokens) are replaced by ``<redacted>``.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -35,6 +37,28 @@ SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
 
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|password|token|authorization)$", re.I)
 """Config keys whose string values never go on a card."""
+
+
+DEFAULT_LICENSE_NAME = "terms-of-sources-and-teacher"
+"""``license_name`` for ``license: other`` when ``output.license_name`` is unset."""
+
+LICENSE_FILE = "LICENSE.md"
+"""The file ``license_link`` names by default; written beside the card (:func:`license_text`)."""
+
+
+@dataclass(frozen=True)
+class HubFields:
+    """Card fields that come from the run rather than from the outputs."""
+
+    language: tuple[str, ...] = ("en",)
+    source_datasets: tuple[str, ...] = ()
+    """Hub ids of the datasets the prompts came from (empty: not known)."""
+    source_note: str = ""
+    """Where the prompts came from, in words (a local file, a Hub dataset)."""
+    license_name: str | None = None
+    license_link: str | None = None
+    decontamination: Mapping[str, Any] | None = None
+    """``{"benchmarks", "methods", "contaminated", "by_benchmark"}``; None: not run."""
 
 
 def size_category(n: int) -> str:
@@ -105,8 +129,15 @@ def card_metadata(
     data_files: Mapping[str, str],
     license: str,
     pretty_name: str | None,
+    hub: HubFields | None = None,
 ) -> DatasetCardData:
-    """The YAML header: one config per output (the first is the default), license, sizes."""
+    """The YAML header: one config per output (the first is the default), license, sizes.
+
+    ``hub`` adds the fields the Hub's dataset card template asks for: ``language``,
+    ``source_datasets``, and ``license_name``/``license_link`` when the licence is
+    ``other`` (the Hub shows those instead of a known licence).
+    """
+    hub = hub or HubFields()
     largest = max((len(o.dataset) for o in outputs), default=0)
     configs = [
         {
@@ -119,13 +150,20 @@ def card_metadata(
     kinds = {o.kind for o in outputs}
     tags = ["datagen", "reasoning-distillation", "synthetic"]
     tags += [tag for kind, fmt in FORMATS.items() if kind in kinds for tag in fmt.tags]
+    extra: dict[str, Any] = {}
+    if license == "other":
+        extra["license_name"] = hub.license_name or DEFAULT_LICENSE_NAME
+        extra["license_link"] = hub.license_link or LICENSE_FILE
     return DatasetCardData(
         license=license,
+        language=list(hub.language) or None,
+        source_datasets=list(hub.source_datasets) or None,
         task_categories=["text-generation"],
         size_categories=[size_category(largest)],
         pretty_name=pretty_name,
         tags=tags,
         configs=configs,
+        **extra,
     )
 
 
@@ -142,6 +180,8 @@ def render_card(
     not_included: Sequence[str] = (),
     overall: Mapping[str, Any] | None = None,
     method_notes: Sequence[str] = (),
+    hub: HubFields | None = None,
+    local: bool = False,
 ) -> str:
     """README.md text for a folder holding ``outputs``.
 
@@ -152,32 +192,150 @@ def render_card(
         title: The card's heading.
         license: The ``license`` tag.
         pretty_name: The Hub title (None: none).
-        load_path: What to pass to ``load_dataset`` in the usage snippet.
+        load_path: The folder or Hub repo the usage lines load from.
         tokens_counted_by: Which tokenizer counted the length statistics.
         not_included: Outputs left out of the folder because they have no rows.
         overall: Counts over every prompt of the run
             (:func:`~datagen.output.difficulty.pass_rate_summary`).
         method_notes: Paragraphs the run's stages add to the Generation section
             (``Stage.card_note``).
+        hub: Language, sources, licence details and the decontamination result.
+        local: ``load_path`` is a local folder: the usage lines read its files directly
+            (see :func:`load_line`); else it is a Hub repo id.
 
     Returns:
         The card: YAML front matter, then markdown.
     """
-    meta = card_metadata(outputs, data_files, license, pretty_name)
-    parts = [f"---\n{meta.to_yaml()}\n---\n", f"# {title}\n", _overview(outputs, load_path)]
+    hub = hub or HubFields()
+    meta = card_metadata(outputs, data_files, license, pretty_name, hub)
+    files = data_files if local else None
+    head = f"---\n{meta.to_yaml()}\n---\n"
+    parts = [head, f"# {title}\n", _overview(outputs, load_path, files)]
     if not_included:
         parts.append(f"Not included (no rows): {', '.join(not_included)}.\n")
+    parts.append(_usage_section(outputs, load_path, files))
     if overall:
         parts.append(_overall_section(overall))
     parts += [_output_section(o, tokens_counted_by, len(outputs) > 1) for o in outputs]
-    parts += [_method_section(outputs, config, method_notes), _config_section(config)]
+    parts += [_method_section(outputs, config, method_notes), _sources_section(hub, license)]
+    parts.append(_config_section(config))
     return "\n".join(parts)
 
 
-def _overview(outputs: Sequence[BuiltOutput], load_path: str) -> str:
+def load_line(load_path: str, name: str, data_file: str | None = None) -> str:
+    """The one line of Python that loads output ``name``.
+
+    For a Hub repo, its config ``name``. For a local folder (``data_file`` given), its
+    Parquet file(s) directly: ``datasets`` 5.2 caches a local folder's config under
+    the folder's and config's names only, so ``load_dataset(folder, name)`` returns
+    the first data it ever read there, even after a rerun rewrote the files (or from
+    another run's folder of the same name); ``data_files`` is keyed on the files.
+
+    >>> load_line("someone/math-redi", "redi_pairs")
+    'ds = load_dataset("someone/math-redi", "redi_pairs", split="train")'
+    >>> load_line("runs/math/outputs/redi_pairs", "redi_pairs", "redi_pairs.parquet")
+    'ds = load_dataset("parquet", data_files="runs/math/outputs/redi_pairs/redi_pairs.parquet", split="train")'
+    """  # noqa: E501
+    if data_file is not None:
+        files = json.dumps(f"{load_path.rstrip('/')}/{data_file}")
+        return f'ds = load_dataset("parquet", data_files={files}, split="train")'
+    return f'ds = load_dataset({json.dumps(load_path)}, {json.dumps(name)}, split="train")'
+
+
+TRL_SNIPPETS = {
+    "sft": (
+        "from trl import SFTConfig, SFTTrainer\n\n"
+        'trainer = SFTTrainer(model="<student model>", args=SFTConfig(output_dir="sft"), '
+        "train_dataset=ds)\ntrainer.train()"
+    ),
+    "preference": (
+        "from trl import DPOConfig, DPOTrainer\n\n"
+        'trainer = DPOTrainer(model="<student model>", args=DPOConfig(output_dir="dpo"), '
+        "train_dataset=ds)\ntrainer.train()"
+    ),
+}
+"""How to train on each output kind with TRL (its conversational formats, no mapping)."""
+
+
+def _usage_section(
+    outputs: Sequence[BuiltOutput], load_path: str, data_files: Mapping[str, str] | None
+) -> str:
+    loads = "\n".join(_load(o, load_path, data_files) for o in outputs)
+    text = f"## Usage\n\n```python\nfrom datasets import load_dataset\n\n{loads}\n```\n"
+    for kind in dict.fromkeys(o.kind for o in outputs):
+        names = ", ".join(f"`{o.name}`" for o in outputs if o.kind == kind)
+        text += f"\nTrain on {names} with TRL:\n\n```python\n{TRL_SNIPPETS[kind]}\n```\n"
+    return text
+
+
+def _load(out: BuiltOutput, load_path: str, data_files: Mapping[str, str] | None) -> str:
+    if data_files is None:
+        return load_line(load_path, out.name)
+    return load_line(load_path, out.name, data_files[out.name])
+
+
+def example_row(out: BuiltOutput, max_chars: int = 300) -> str:
+    """The output's first row as JSON, long strings cut to ``max_chars`` (empty: no rows)."""
+    if not len(out.dataset):
+        return ""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > max_chars:
+            return value[:max_chars] + f"... [+{len(value) - max_chars} chars]"
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        return value
+
+    return json.dumps(cut(out.dataset[0]), indent=2, ensure_ascii=False)
+
+
+def license_text(hub: HubFields, config: Mapping[str, Any]) -> str:
+    """``LICENSE.md`` for ``license: other``: whose terms the rows are under, and why."""
+    teacher = config.get("teacher", {})
+    sources = ", ".join(hub.source_datasets) or hub.source_note or "the source problems"
+    return (
+        "# Terms of this dataset\n\n"
+        "datagen did not choose a licence for these rows (`output.license: other`). Each row "
+        "holds a prompt from the source data and text written by a teacher model, so the "
+        f"terms of both apply:\n\n- prompts: {sources};\n- responses: the terms of use of "
+        f"the teacher `{teacher.get('name')}` / `{teacher.get('model')}`.\n\n"
+        "Check both before you redistribute or train on this data, then set "
+        "`output.license` (an SPDX id the Hub knows) or `output.license_name` and "
+        "`output.license_link`.\n"
+    )
+
+
+def _sources_section(hub: HubFields, license: str) -> str:
+    text = "## Sources and licence\n\n"
+    if hub.source_note:
+        text += f"Prompts: {hub.source_note}.\n\n"
+    if license == "other":
+        link = hub.license_link or LICENSE_FILE
+        text += f"Licence: `other` ({hub.license_name or DEFAULT_LICENSE_NAME}; see {link}).\n\n"
+    else:
+        text += f"Licence: `{license}`.\n\n"
+    dec = hub.decontamination
+    if dec is None:
+        text += "Decontamination: not run (the pipeline has no decontaminate stage).\n"
+    else:
+        found = dec["contaminated"]
+        by = ", ".join(f"{k}: {v}" for k, v in dec["by_benchmark"].items())
+        text += (
+            f"Decontamination: prompts were checked against {', '.join(dec['benchmarks'])} "
+            f"({', '.join(dec['methods'])}); {found} matched and were removed before "
+            f"generation{f' ({by})' if by else ''}.\n"
+        )
+    return text
+
+
+def _overview(
+    outputs: Sequence[BuiltOutput], load_path: str, data_files: Mapping[str, str] | None
+) -> str:
     rows = "\n".join(
         f"| `{o.name}` | {FORMATS[o.kind].card_name} | {len(o.dataset)} | "
-        f"`load_dataset({load_path!r}, {o.name!r})` |"
+        f"`{_load(o, load_path, data_files).removeprefix('ds = ')}` |"
         for o in outputs
     )
     return (
@@ -235,6 +393,9 @@ def _output_section(out: BuiltOutput, tokens_counted_by: str, heading: bool) -> 
     text += f"\n### Lengths in tokens ({tokens_counted_by})\n\n" + _table(
         ("column", "mean", "median", "p90", "max"), lengths
     )
+    example = example_row(out)
+    if example:
+        text += f"\n### Example row\n\n```json\n{example}\n```\n"
     return text
 
 

@@ -271,7 +271,7 @@ def generate_adaptive(
     def verify_batch(samples: list[Sample]) -> list[Sample]:
         return verify(samples, ctx, cfg={"verifier": cfg["verifier"]}) if samples else samples
 
-    before = teacher.requests_sent
+    before, hits = teacher.requests_sent, teacher.cache_hits
     states = sample_adaptively(batch, teacher, sampling, seed, acfg, verify_batch, usable)
     samples = [s for st in states for s in st.samples]
     # Additive counts of this process's batches (ratios and fixed-N settings are
@@ -280,6 +280,7 @@ def generate_adaptive(
     report = comparison(samples, acfg, sampling.n, usable)
     merge_stats(ctx.stats.setdefault(STAGE, {}), additive_counts(report))
     ctx.count(STAGE, "requests_sent", teacher.requests_sent - before)
+    ctx.count(STAGE, "cache_hits", teacher.cache_hits - hits)
     ctx.count(STAGE, "failed", sum(s.error is not None for s in samples))
     return samples
 

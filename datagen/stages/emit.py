@@ -7,6 +7,7 @@ stage's own dataset is the final, filtered sample set.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -14,7 +15,13 @@ from typing import Any
 
 from datagen.config import OutputConfig
 from datagen.output.builders import build_outputs
-from datagen.output.card import output_stats, render_card
+from datagen.output.card import (
+    LICENSE_FILE,
+    HubFields,
+    license_text,
+    output_stats,
+    render_card,
+)
 from datagen.output.difficulty import pass_rate_summary
 from datagen.output.publish import (
     HUB_FOLDER,
@@ -26,6 +33,7 @@ from datagen.output.publish import (
 )
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
+from datagen.sources import resolve_path
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 
 logger = logging.getLogger(__name__)
@@ -52,17 +60,27 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         for name in ctx.config.pipeline.stages
         if name in STAGES and (note := STAGES[name].card_note) is not None
     ]
+    hub = hub_fields(ctx)
     card_args = {
         "license": ocfg.license,
         "tokens_counted_by": counter.name,
         "overall": overall,
         "method_notes": notes,
+        "hub": hub,
     }
     for name, out in outputs.items():
+        folder = out_dir / name
         card = render_card(
-            [out], config, {"default": f"{name}.parquet"}, title=name, load_path=".", **card_args
+            [out],
+            config,
+            {name: f"{name}.parquet"},  # named like the output, so load_dataset(folder, name)
+            title=name,
+            load_path=display_path(folder),
+            local=True,
+            **card_args,
         )
-        write_output(out, out_dir / name, card)
+        write_output(out, folder, card)
+        write_license(folder, hub, ocfg.license, config)
         stats = ctx.stats.setdefault("emit", {})
         stats["all_prompts"] = overall
         stats[name] = len(out.dataset)
@@ -84,11 +102,13 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             hub_data_files(listed),
             title=title,
             pretty_name=title,
-            load_path=ocfg.repo_id or HUB_FOLDER,
+            load_path=ocfg.repo_id or display_path(out_dir / HUB_FOLDER),
+            local=ocfg.repo_id is None,
             not_included=empty,
             **card_args,
         )
         folder = write_hub_folder(listed, out_dir / HUB_FOLDER, card)
+        write_license(folder, hub, ocfg.license, config)
         ctx.count("emit", "hub_folder_written")
         if token is not None and ocfg.repo_id is not None:
             push_folder(
@@ -100,6 +120,70 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             )
             ctx.count("emit", "pushed_to_hub")
     return batch
+
+
+def display_path(folder: Path) -> str:
+    """``folder`` as the card's ``load_dataset`` line names it: relative to the working
+    directory when inside it (where the user ran datagen), else absolute."""
+    folder = folder.resolve()
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+
+
+def hub_fields(ctx: StageContext) -> HubFields:
+    """The card fields that come from the run: language, sources, licence, decontamination."""
+    config = ctx.config
+    ocfg: OutputConfig = config.output
+    source = config.source
+    local = resolve_path(source.path) is not None
+    named = ocfg.source_datasets
+    datasets_ = tuple(named if named is not None else ([] if local else [source.path]))
+    note = (
+        f"the local file `{source.path}`"
+        if local
+        else f"the Hub dataset `{source.path}` (split `{source.split}`)"
+    )
+    return HubFields(
+        language=tuple(ocfg.language),
+        source_datasets=datasets_,
+        source_note=note,
+        license_name=ocfg.license_name,
+        license_link=ocfg.license_link,
+        decontamination=decontamination_result(ctx),
+    )
+
+
+def decontamination_result(ctx: StageContext) -> dict[str, Any] | None:
+    """What the run's decontaminate stage found (None: the pipeline has none)."""
+    if "decontaminate" not in ctx.config.pipeline.stages:
+        return None
+    import datasets
+
+    dcfg = ctx.config.decontam
+    found = sorted((Path(ctx.run_dir) / "stages").glob("*_decontaminate"))
+    by_benchmark: dict[str, int] = {}
+    if found and (found[0] / "contaminated").exists():
+        for meta in datasets.load_from_disk(str(found[0] / "contaminated"))["metadata"]:
+            name = (
+                (json.loads(meta) if isinstance(meta, str) else meta or {})
+                .get("contamination", {})
+                .get("benchmark", "?")
+            )
+            by_benchmark[name] = by_benchmark.get(name, 0) + 1
+    return {
+        "benchmarks": list(dcfg.benchmarks),
+        "methods": list(dcfg.methods),
+        "contaminated": sum(by_benchmark.values()),
+        "by_benchmark": dict(sorted(by_benchmark.items())),
+    }
+
+
+def write_license(folder: Path, hub: HubFields, license: str, config: dict[str, Any]) -> None:
+    """Write the ``LICENSE.md`` that ``license_link`` names, for ``license: other``."""
+    if license == "other" and hub.license_link is None:
+        (folder / LICENSE_FILE).write_text(license_text(hub, config), encoding="utf-8")
 
 
 register_stage(Stage("emit", emit, "sample", "sample", ("output", "run.seed"), needs_all_rows=True))

@@ -19,9 +19,10 @@ def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) ->
     teacher = ctx.resource("teacher", lambda: build_teacher(cfg["teacher"], ctx.run_dir))
     sampling = cfg["generation"]
     seed = sampling.seed if sampling.seed is not None else cfg["run.seed"]
-    before, spent = teacher.requests_sent, teacher.cost_spent
+    before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
     samples = teacher.generate(batch, sampling, seed)
     ctx.count("generate", "requests_sent", teacher.requests_sent - before)
+    ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
     ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
     ctx.count("generate", "failed", sum(s.error is not None for s in samples))
     return samples

@@ -87,6 +87,10 @@ class OpenAITeacherConfig:
     """USD per million prompt and completion tokens, for cost reports."""
     cache_path: str | None = None
     """Request cache file (None: RUN_DIR/cache/requests.sqlite). Share it to share work."""
+    cache_namespace: str | None = None
+    """Replaces this backend and its base_url in the request cache key. Teachers that share
+    a cache file and a namespace reuse each other's responses (same model name, prompt
+    and sampling); None: only responses this backend and base_url produced are reused."""
 
     def __post_init__(self) -> None:
         self._check_required()
@@ -143,6 +147,7 @@ class OpenAITeacher(Teacher):
     def __init__(self, cfg: OpenAITeacherConfig, cache: RequestCache | None = None) -> None:
         super().__init__(cfg.model, cache, cfg.price)
         self.cfg = cfg
+        self.cache_namespace = cfg.cache_namespace
         self._api_key = read_api_key(cfg)
         self._rng = random.Random()
         self.http_requests = 0
@@ -174,6 +179,9 @@ class OpenAITeacher(Teacher):
 
     def key_extra(self) -> dict[str, Any] | None:
         return {"extra_body": dict(self.cfg.extra_body)} if self.cfg.extra_body else None
+
+    def backend_identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "base_url": self.cfg.base_url.rstrip("/")}
 
     def build_body(
         self, messages: list[dict[str, str]], n: int, seed: int, sampling: SamplingConfig

@@ -125,14 +125,17 @@ def request_key(
     sample_index: int,
     seed: int,
     extra: dict[str, Any] | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> str:
     """Cache key: everything that shapes one response, and nothing that does not.
 
     ``n`` is left out on purpose: raising the samples per prompt from 4 to 8
     reuses the first four. ``extra`` holds teacher-specific options that change
     the response (an API's ``extra_body``, a chat template's kwargs); it enters
-    the key only when non-empty, so keys of teachers without such options stay
-    as they were.
+    the key only when non-empty. ``scope`` says who answers (the backend and its
+    endpoint or weights, or a ``teacher.cache_namespace`` chosen to share a cache
+    on purpose; :meth:`Teacher.cache_scope`): two servers that both call their
+    model ``smollm2`` do not answer for each other.
 
     Args:
         model: The model name recorded on samples.
@@ -141,14 +144,18 @@ def request_key(
         sample_index: Which of the prompt's samples this is.
         seed: The sample's own derived seed.
         extra: Teacher-specific options that shape the response.
+        scope: Who answers (None: left out of the key, as before key format 2).
 
     Returns:
         A 32-hex-digit content hash.
     """
     params = {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+    parts: list[Any] = [model, messages, params, sample_index, seed]
     if extra:
-        return content_hash(model, messages, params, sample_index, seed, extra, length=32)
-    return content_hash(model, messages, params, sample_index, seed, length=32)
+        parts.append(extra)
+    if scope:
+        parts.append({"scope": scope})
+    return content_hash(*parts, length=32)
 
 
 def sample_seed(base_seed: int, problem_id: str, sample_index: int) -> int:
@@ -185,6 +192,8 @@ class Teacher(ABC):
         """Samples answered from the request cache by this process."""
         self.cost_spent = 0.0
         """USD spent by this process (new responses only; cached ones were paid before)."""
+        self.cache_namespace: str | None = None
+        """``teacher.cache_namespace``: replaces :meth:`backend_identity` in cache keys."""
 
     @abstractmethod
     def complete_many(
@@ -201,6 +210,22 @@ class Teacher(ABC):
         """Teacher-specific options that shape responses and so enter the cache key."""
         return None
 
+    def backend_identity(self) -> dict[str, Any]:
+        """Which backend and endpoint (or weights) answers; subclasses add where."""
+        return {"backend": self.name}
+
+    def cache_scope(self) -> dict[str, Any]:
+        """The ``scope`` of this teacher's cache keys: its namespace if set, else its backend.
+
+        A shared ``teacher.cache_namespace`` is how a user says on purpose that two
+        backends give interchangeable answers (``vllm serve`` and ``teacher=vllm`` of
+        the same weights); without one, a response is reused only by the backend and
+        endpoint that produced it.
+        """
+        if self.cache_namespace:
+            return {"namespace": self.cache_namespace}
+        return self.backend_identity()
+
     def build_requests(
         self,
         problems: Sequence[Problem],
@@ -209,12 +234,12 @@ class Teacher(ABC):
         start_index: int = 0,
     ) -> list[Request]:
         """One request per (problem, sample index), in problem order."""
-        extra = self.key_extra()
+        extra, scope = self.key_extra(), self.cache_scope()
         requests = []
         for problem in problems:
             for i in range(start_index, start_index + sampling.n):
                 seed = sample_seed(base_seed, problem.id, i)
-                key = request_key(self.model, problem.messages, sampling, i, seed, extra)
+                key = request_key(self.model, problem.messages, sampling, i, seed, extra, scope)
                 requests.append(Request(key, problem.messages, i, seed))
         return requests
 

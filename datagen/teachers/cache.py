@@ -1,8 +1,10 @@
 """A content-addressed, crash-safe store of teacher responses.
 
 Each response is committed to SQLite (WAL mode) the moment it arrives, keyed
-by a hash of everything that shaped it (model, messages, sampling options,
-sample index and seed; see :func:`datagen.teachers.base.request_key`). A
+by a hash of everything that shaped it (who answered: the backend and its
+endpoint or weights, or a ``teacher.cache_namespace``; model, messages,
+sampling options, sample index and seed; see
+:func:`datagen.teachers.base.request_key`). A
 rerun, a resume after ``kill -9``, or a new run that shares the cache file
 asks the teacher only for what is missing: paid-for generations are never
 requested twice. Failures are not stored, so a later run retries them.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sqlite3
 import sys
 import threading
@@ -25,11 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS responses ("
     " key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+KEY_FORMAT = 2
+"""Version of the request keys this datagen writes. Format 2 added who answered (the
+backend and endpoint, or ``teacher.cache_namespace``); format-1 entries, from files
+written before, can never match a format-2 key."""
 _CHUNK = 500
 """Keys per ``IN (...)`` lookup; SQLite allows at least 999 bound parameters."""
 
@@ -60,12 +69,41 @@ class RequestCache:
         for statement in _SCHEMA:
             self._db.execute(statement)
         self._db.commit()
+        self.legacy_entries = self._check_key_format()
+        """Entries stored under an older key format: kept in the file, never matched."""
         self.hits = 0
         """Lookups answered by this process."""
         self.misses = 0
         """Lookups this process had to send to the teacher."""
         self.writes = 0
         self._flushed = (0, 0)
+
+    def _check_key_format(self) -> int:
+        """Stamp a new file with :data:`KEY_FORMAT`; warn about entries of an older format.
+
+        A file without a stamp that already holds responses was written before keys
+        named the backend: its entries are counted as legacy once (new entries are
+        added beside them) and a WARNING says so on every open, since none is reused.
+        """
+        counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        if "key_format" not in counters:
+            legacy = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            self._db.executemany(
+                "INSERT OR IGNORE INTO counters (name, value) VALUES (?, ?)",
+                [("key_format", KEY_FORMAT), ("legacy_entries", legacy)],
+            )
+            self._db.commit()
+            counters.update(key_format=KEY_FORMAT, legacy_entries=legacy)
+        legacy = counters.get("legacy_entries", 0)
+        if legacy:
+            logger.warning(
+                "%s holds %d responses stored by an older datagen, whose cache keys did not "
+                "name the teacher's backend and endpoint; they are not reused, so those "
+                "requests are sent again. Delete the file to drop them.",
+                self.path,
+                legacy,
+            )
+        return legacy
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored response for ``key``, or None (counted as a hit or a miss)."""
@@ -136,8 +174,9 @@ class RequestCache:
         """Hits and misses of this process and of all runs, entries and bytes on disk.
 
         Returns:
-            ``{"hits", "misses", "lifetime_hits", "lifetime_misses", "entries",
-            "bytes", "oldest", "newest"}`` (times as Unix seconds).
+            ``{"hits", "misses", "lifetime_hits", "lifetime_misses", "key_format",
+            "legacy_entries", "entries", "bytes", "oldest", "newest"}`` (times as Unix
+            seconds).
         """
         self._flush_counters()
         with self._lock:
@@ -152,6 +191,8 @@ class RequestCache:
             "misses": self.misses,
             "lifetime_hits": counters.get("hits", 0),
             "lifetime_misses": counters.get("misses", 0),
+            "key_format": counters.get("key_format", KEY_FORMAT),
+            "legacy_entries": counters.get("legacy_entries", 0),
             "entries": entries,
             "bytes": size,
             "oldest": oldest,

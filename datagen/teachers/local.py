@@ -36,6 +36,10 @@ class LocalTeacherConfig:
     """CPU threads for llama.cpp (None: all cores)."""
     cache_path: str | None = None
     """Request cache file (None: RUN_DIR/cache/requests.sqlite). Share it to share work."""
+    cache_namespace: str | None = None
+    """Replaces this backend and its GGUF file in the request cache key. Teachers that share
+    a cache file and a namespace reuse each other's responses (same model name, prompt
+    and sampling); None: only responses this backend and GGUF file produced are reused."""
 
     def __post_init__(self) -> None:
         if self.n_ctx < 256:
@@ -68,12 +72,18 @@ class LocalTeacher(Teacher):
         path = Path(cfg.model_path) if cfg.model_path else bundled_gguf()
         if not path.exists():
             raise ConfigError(f"teacher.model_path: no such file: {path}")
+        self.cache_namespace = cfg.cache_namespace
+        # File name and size, not the full path: a moved venv or clone keeps its cache.
+        self._weights = {"gguf": path.name, "bytes": path.stat().st_size}
         self.llm = Llama(
             model_path=str(path),
             n_ctx=cfg.n_ctx,
             n_threads=cfg.n_threads or os.cpu_count(),
             verbose=False,
         )
+
+    def backend_identity(self) -> dict[str, object]:
+        return {"backend": self.name, **self._weights}
 
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig

@@ -63,6 +63,11 @@ class VLLMTeacherConfig:
     """Show vLLM's progress bar during a batch."""
     cache_path: str | None = None
     """Request cache file (None: RUN_DIR/cache/requests.sqlite)."""
+    cache_namespace: str | None = None
+    """Replaces this backend and its weights (``teacher.model``) in the request cache key.
+    Teachers that share a cache file and a namespace reuse each other's responses (same
+    model name, prompt and sampling), e.g. this engine and ``vllm serve`` of the same
+    weights; None: only responses this backend and model produced are reused."""
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -140,6 +145,7 @@ class VLLMTeacher(Teacher):
     def __init__(self, cfg: VLLMTeacherConfig, cache: RequestCache | None = None) -> None:
         super().__init__(cfg.served_name or cfg.model, cache)
         self.cfg = cfg
+        self.cache_namespace = cfg.cache_namespace
         try:
             import vllm
         except ImportError as exc:
@@ -155,6 +161,9 @@ class VLLMTeacher(Teacher):
     def key_extra(self) -> dict[str, Any] | None:
         kwargs = self.cfg.chat_template_kwargs
         return {"chat_template_kwargs": dict(kwargs)} if kwargs else None
+
+    def backend_identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.cfg.model}
 
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig

@@ -70,7 +70,7 @@ class ArithTeacher(Teacher):
             yield i, Completion(text, finish_reason="stop", completion_tokens=len(text.split()))
 
 
-register_teacher(TeacherSpec("arith", ArithTeacherConfig, ArithTeacher, default_batch_size=2))
+ARITH = TeacherSpec("arith", ArithTeacherConfig, ArithTeacher, default_batch_size=2)
 
 
 # -- a verifier ------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def verify_last_number(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> lis
     return out
 
 
-register_verifier(VerifierSpec("last_number", LastNumberConfig, verify_last_number))
+LAST_NUMBER = VerifierSpec("last_number", LastNumberConfig, verify_last_number)
 
 
 # -- a stage with its own config section and report --------------------------------------
@@ -118,16 +118,14 @@ def min_length_report(stage_dir: Path, config: Any) -> dict[str, Any]:
     return {"short": len(aside), "chars": config.min_length.chars}
 
 
-register_stage(
-    Stage(
-        "min_length",
-        min_length,
-        "sample",
-        "sample",
-        ("min_length",),
-        report=min_length_report,
-        sections={"min_length": MinLengthConfig},
-    )
+MIN_LENGTH = Stage(
+    "min_length",
+    min_length,
+    "sample",
+    "sample",
+    ("min_length",),
+    report=min_length_report,
+    sections={"min_length": MinLengthConfig},
 )
 
 
@@ -143,21 +141,24 @@ def build_shortest(samples, cfg, seed, counter):
     return build_sft(list(best.values()), True, cfg, counter)
 
 
-register_output(
-    OutputSpec(
-        "sft_shortest",
-        "sft",
-        "The shortest verified-correct trace of each prompt.",
-        build_shortest,
-        sft_features,
-        summary_label="shortest positives",
-    )
+SFT_SHORTEST = OutputSpec(
+    "sft_shortest",
+    "sft",
+    "The shortest verified-correct trace of each prompt.",
+    build_shortest,
+    sft_features,
+    summary_label="shortest positives",
 )
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _unregister():
-    """Leave the registries as the other test modules expect them."""
+def _declared():
+    """Register the four declarations for this module's tests only: registering at import
+    would show them to every test module collected in the same session."""
+    register_teacher(ARITH)
+    register_verifier(LAST_NUMBER)
+    register_stage(MIN_LENGTH)
+    register_output(SFT_SHORTEST)
     yield
     TEACHERS.pop("arith"), VERIFIERS.pop("last_number")
     STAGES.pop("min_length"), OUTPUTS.pop("sft_shortest")

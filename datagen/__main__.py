@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from datagen.compose import CONF_DIR, check_overrides, resolve_config
 from datagen.config import ConfigError
 from datagen.rerun import warn_if_config_changed
+from datagen.report import write_report
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
 from datagen.summary import build_summary, format_summary
@@ -35,7 +36,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config.as_dict())))
     started = time.monotonic()
     results = Runner(config, run_dir, stages).run()
-    return build_summary(results, run_dir, time.monotonic() - started, config)
+    summary = build_summary(results, run_dir, time.monotonic() - started, config)
+    write_report(run_dir)  # report.html and report.md, from what the run left on disk
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

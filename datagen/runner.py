@@ -33,10 +33,11 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from datagen.config import DatagenConfig
 from datagen.executors import build_executor
+from datagen.progress import KEY as PROGRESS
+from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.stages.base import Stage, StageContext
 
@@ -184,11 +185,9 @@ class Runner:
             batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
         n_batches = max(1, -(-rows_in // batch_size))
 
-        bar = tqdm(
-            total=rows_in or None,
-            desc=f"{index:02d} {stage.name}",
-            unit="row",
-            disable=not self.config.run.progress,
+        enabled = progress_enabled(self.config.run.progress)
+        bar = self.ctx.resources[PROGRESS] = StageProgress(
+            rows_in, f"{index:02d} {stage.name}", enabled
         )
         shards: list[Path] = []
         for b in range(n_batches):
@@ -206,6 +205,7 @@ class Runner:
             os.replace(tmp, shard)
             bar.update(hi - lo)
         bar.close()
+        self.ctx.resources.pop(PROGRESS, None)
 
         tables = [pq.read_table(s) for s in shards]
         table = pa.concat_tables(tables) if tables else out_type.FEATURES.arrow_schema.empty_table()

@@ -43,3 +43,13 @@ def assert_funnel_adds_up(s: dict, samples_per_prompt: int) -> None:
     assert s["samples"] == s["generation_failed"] + aside.get("filter", 0) + s["samples_kept"]
     assert s["samples_kept"] == s["positives"] + s["negatives"] + s["unverifiable"]
     assert (s["sft_positive"], s["sft_negative"]) == (s["positives"], s["negatives"])
+
+
+@pytest.fixture(scope="session")
+def replay_run(tmp_path_factory) -> Path:
+    """One small real math run on the replay teacher (tests/helpers/replay_run.py), shared."""
+    from tests.helpers.replay_run import build_run
+
+    run_dir = tmp_path_factory.mktemp("replay") / "run"
+    build_run(run_dir)
+    return run_dir

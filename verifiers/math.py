@@ -402,6 +402,10 @@ def _get_pool(workers: int, start_method: str) -> ProcessPool:
             context = multiprocessing.get_context(start_method)
             _POOL = ProcessPool(max_workers=workers, initializer=_init_worker, context=context)
             _POOL_KEY = key
+            # A multiprocessing child (e.g. a ProcessPoolExecutor worker) runs no atexit
+            # hooks but joins its non-daemon children at exit: without this it would wait
+            # forever on the pool's workers. Exit finalizers run there and in a main process.
+            multiprocessing.util.Finalize(None, _shutdown_pool, exitpriority=100)
         return _POOL
 
 

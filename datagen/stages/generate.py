@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from datagen import progress
 from datagen.config import DatagenConfig
 from datagen.records import Problem, Sample
 from datagen.stages.base import Stage, StageContext, register_stage
@@ -20,11 +21,20 @@ def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) ->
     sampling = cfg["generation"]
     seed = sampling.seed if sampling.seed is not None else cfg["run.seed"]
     before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
+    retries = getattr(teacher, "retries", 0)
     samples = teacher.generate(batch, sampling, seed)
     ctx.count("generate", "requests_sent", teacher.requests_sent - before)
     ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
     ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
     ctx.count("generate", "failed", sum(s.error is not None for s in samples))
+    progress.record(
+        ctx,
+        samples=len(samples),
+        tokens=sum(s.completion_tokens for s in samples),
+        cost=teacher.cost_spent - spent,
+        retries=getattr(teacher, "retries", 0) - retries,
+        in_flight=getattr(teacher, "in_flight", 0),
+    )
     return samples
 
 

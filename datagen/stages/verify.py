@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from datagen import progress
 from datagen.config import ConfigError, DatagenConfig, VerifierChoice
 from datagen.records import Sample, Verdict
 from datagen.stages.base import Stage, StageContext, register_stage
@@ -79,6 +80,8 @@ def run_verification(
             sample.verdicts.append(to_record(res))
             sample.passed = res.passed
             ctx.count(stage, OUTCOMES[res.passed])
+        graded = [s.passed for s in batch if s.passed is not None]
+        progress.record(ctx, samples=len(batch), graded=len(graded), passed=sum(graded))
         return batch
 
     rule = choice.options

@@ -1,0 +1,389 @@
+"""The run report: ``report.html`` and ``report.md`` in a run directory.
+
+``python -m datagen.report RUN_DIR`` rebuilds both from what is on disk (the stage
+datasets, the outputs, ``manifest.json``, ``rejects.jsonl``, ``config.yaml``), so the
+report of a resumed run, or of a run copied elsewhere, says the same as the first one.
+A run writes it at the end (:mod:`datagen.__main__`).
+
+This module gathers the numbers (:func:`collect_report`); :mod:`datagen.report_render`
+draws the plots and writes the two files. Duplicate clusters and contaminated items
+come from the same functions the summary uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import yaml
+
+from datagen.output.card import redact
+from datagen.output.difficulty import BUCKETS, difficulty, prompt_stats
+from datagen.records import Problem, Sample
+from datagen.stages.decontaminate import write_decontam_report
+from datagen.stages.dedup import write_dedup_report
+
+logger = logging.getLogger(__name__)
+
+GENERATE_STAGES = ("generate", "generate_adaptive")
+VERIFY_STAGES = ("verify", "verify_groups")
+OUTPUTS = ("sft_positive", "sft_negative", "redi_pairs")
+DIFFICULTY_FIELDS = ("level", "difficulty")
+"""Problem metadata fields read as the source's own difficulty label, first present wins."""
+EXAMPLE_CHARS = 6000
+"""Longer example messages are cut to this many characters in the report."""
+
+
+def load_stage(run_dir: Path, folder: str, part: str) -> datasets.Dataset | None:
+    """A stage's ``data`` or side output, or None when the folder is not there."""
+    path = Path(run_dir) / "stages" / folder / part
+    return datasets.load_from_disk(str(path)) if path.exists() else None
+
+
+def stage_folders(run_dir: Path) -> list[tuple[str, str]]:
+    """``(stage name, folder name)`` of the run's finished stages, in pipeline order."""
+    manifest = Path(run_dir) / "manifest.json"
+    finished = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
+    found = []
+    for d in sorted((Path(run_dir) / "stages").glob("[0-9]*_*")):
+        name = d.name.split("_", 1)[1]
+        if name in finished and (d / "data").exists():
+            found.append((name, d.name))
+    return found
+
+
+def side_part(run_dir: Path, folder: str) -> str | None:
+    """The folder of the rows a stage set aside (``set_aside``, ``duplicates``, ...)."""
+    for part in ("set_aside", "duplicates", "contaminated"):
+        if (Path(run_dir) / "stages" / folder / part).exists():
+            return part
+    return None
+
+
+def reason_category(reason: str | None) -> str:
+    """The rule a reject reason names, without its numbers (``too long: 3 > 2`` -> ``too long``)."""
+    return (reason or "unspecified").split(":", 1)[0].strip()
+
+
+def outcome_counts(passed: Iterable[bool | None]) -> dict[str, int]:
+    values = list(passed)
+    return {
+        "positive": sum(p is True for p in values),
+        "negative": sum(p is False for p in values),
+        "unverifiable": sum(p is None for p in values),
+    }
+
+
+def count_lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+
+def build_funnel(run_dir: Path) -> list[dict[str, Any]]:
+    """Every step from rows read to rows emitted, each counted from the datasets on disk.
+
+    Returns:
+        Rows ``{"key", "step", "count"}`` in pipeline order; ``key`` is stable
+        (``read``, ``malformed``, ``contaminated``, ``duplicate``, ``generated``,
+        ``failed``, ``positive``, ``negative``, ``unverifiable``, ``filtered:<reason>``,
+        ``kept``, ``emitted:<output>``, ...) so tests and notebooks can look steps up.
+    """
+    run_dir = Path(run_dir)
+    steps: list[dict[str, Any]] = []
+
+    def add(key: str, step: str, count: int) -> None:
+        steps.append({"key": key, "step": step, "count": int(count)})
+
+    folders = stage_folders(run_dir)
+    previous_rows = 0
+    for name, folder in folders:
+        data = load_stage(run_dir, folder, "data")
+        assert data is not None  # stage_folders lists only stages with data
+        part = side_part(run_dir, folder)
+        aside = load_stage(run_dir, folder, part) if part else None
+        n_aside = len(aside) if aside is not None else 0
+        if name == "load":
+            malformed = count_lines(run_dir / "rejects.jsonl")
+            add("read", "rows read", len(data) + malformed)
+            add("malformed", "malformed (rejects.jsonl)", malformed)
+            add("loaded", "problems loaded", len(data))
+        elif name == "decontaminate":
+            add("contaminated", "contaminated (benchmark leaks)", n_aside)
+        elif name == "dedup":
+            add("duplicate", "duplicate prompts", n_aside)
+        elif name in GENERATE_STAGES:
+            add("sent", "problems sent to the teacher", previous_rows)
+            add("generated", "samples generated", len(data) + n_aside)
+            add("failed", "generation failed", n_aside)
+            if name == "generate_adaptive":
+                for key, n in outcome_counts(data["passed"]).items():
+                    add(key, f"verified {key}", n)
+        elif name in VERIFY_STAGES:
+            for key, n in outcome_counts(data["passed"]).items():
+                add(key, f"verified {key}", n)
+            if n_aside:
+                add(f"set_aside:{name}", f"set aside by {name}", n_aside)
+        elif name == "dedup_samples":
+            add("duplicate_samples", "duplicate samples", n_aside)
+        elif name == "filter":
+            reasons = Counter(reason_category(r) for r in (aside["reject_reason"] if aside else []))
+            add("filtered", "filtered", n_aside)
+            for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+                add(f"filtered:{reason}", f"filtered: {reason}", n)
+        elif name == "emit":
+            add("kept", "samples kept for the outputs", len(data))
+            for out in OUTPUTS:
+                path = run_dir / "outputs" / out / "arrow"
+                if path.exists():
+                    add(f"emitted:{out}", f"emitted {out}", len(datasets.load_from_disk(str(path))))
+        elif n_aside:
+            add(f"set_aside:{name}", f"set aside by {name}", n_aside)
+        previous_rows = len(data)
+    return steps
+
+
+def _problems(run_dir: Path, folders: Sequence[tuple[str, str]]) -> dict[str, Problem]:
+    """Problems by id, from the last problem-level stage before generation."""
+    problems: dict[str, Problem] = {}
+    for name, folder in folders:
+        if name in GENERATE_STAGES:
+            break
+        data = load_stage(run_dir, folder, "data")
+        if data is not None and "problem_id" not in data.column_names:
+            problems = {row["id"]: Problem.from_row(row) for row in data}
+    return problems
+
+
+def _rates(groups: dict[str, list[bool | None]]) -> list[dict[str, Any]]:
+    rows = []
+    for key in sorted(groups):
+        counts = outcome_counts(groups[key])
+        graded = counts["positive"] + counts["negative"]
+        rate = round(counts["positive"] / graded, 4) if graded else None
+        rows.append({"group": key, **counts, "pass_rate": rate})
+    return rows
+
+
+def pass_rate_tables(
+    samples: Sequence[Sample], problems: dict[str, Problem], edges: Sequence[float]
+) -> dict[str, list[dict[str, Any]]]:
+    """Pass rate of the kept samples by source, domain, teacher and difficulty.
+
+    ``source difficulty`` is the problem's own label (``level``/``difficulty`` metadata);
+    ``difficulty bucket`` groups prompts by their measured pass rate
+    (:func:`datagen.output.difficulty.difficulty`), so it shows how the rows spread.
+    """
+    by: dict[str, dict[str, list[bool | None]]] = defaultdict(lambda: defaultdict(list))
+    buckets = {
+        pid: difficulty(st.pass_rate, tuple(edges)) for pid, st in prompt_stats(samples).items()
+    }
+    for s in samples:
+        problem = problems.get(s.problem_id)
+        meta = problem.metadata if problem else {}
+        source = str(meta.get("source") or (problem.source if problem else "?"))
+        by["source"][source].append(s.passed)
+        by["domain"][s.domain].append(s.passed)
+        by["teacher"][f"{s.teacher} ({s.model})"].append(s.passed)
+        level = next((meta[f] for f in DIFFICULTY_FIELDS if meta.get(f) is not None), None)
+        if level is not None:
+            by["source difficulty"][str(level)].append(s.passed)
+        by["difficulty bucket"][buckets.get(s.problem_id, "ungraded")].append(s.passed)
+    tables = {name: _rates(groups) for name, groups in by.items()}
+    if "difficulty bucket" in tables:
+        order = {b: i for i, b in enumerate(BUCKETS)}
+        tables["difficulty bucket"].sort(key=lambda r: order.get(r["group"], len(order)))
+    return tables
+
+
+def disagreements(samples: Sequence[Sample], examples: int = 5) -> dict[str, Any]:
+    """Samples on which verifiers that decided (not the combined ``ensemble``) disagree."""
+    pairs: Counter[str] = Counter()
+    found = []
+    compared = 0
+    for s in samples:
+        decided = {v.verifier: v.passed for v in s.verdicts if v.verifier != "ensemble"}
+        decided = {k: v for k, v in decided.items() if v is not None}
+        if len(decided) < 2:
+            continue
+        compared += 1
+        if len(set(decided.values())) > 1:
+            pairs[" vs ".join(sorted(decided))] += 1
+            found.append({"sample": s.id, "problem": s.problem_id, "verdicts": decided})
+    return {
+        "compared": compared,
+        "disagreements": len(found),
+        "by_verifiers": dict(pairs),
+        "examples": found[:examples],
+    }
+
+
+def cost_table(run_dir: Path, folders: Sequence[tuple[str, str]], funnel: list[dict]) -> dict:
+    """Samples, tokens and teacher cost in total, per kept sample and per pair."""
+    gen = next((f for n, f in folders if n in GENERATE_STAGES), None)
+    parts = [load_stage(run_dir, gen, p) for p in ("data", "set_aside")] if gen else []
+    rows = [p for p in parts if p is not None]
+    samples = sum(len(p) for p in rows)
+    tokens = sum(sum(p["prompt_tokens"]) + sum(p["completion_tokens"]) for p in rows)
+    completion = sum(sum(p["completion_tokens"]) for p in rows)
+    cost = sum(sum(p["cost"]) for p in rows)
+    counts = {r["key"]: r["count"] for r in funnel}
+    table = {
+        "samples": samples,
+        "tokens": tokens,
+        "completion_tokens": completion,
+        "cost_usd": cost,
+    }
+    out: dict[str, Any] = {"total": table}
+    for label, key in (
+        ("per kept sample", "kept"),
+        ("per SFT positive", "emitted:sft_positive"),
+        ("per pair", "emitted:redi_pairs"),
+    ):
+        n = counts.get(key)
+        if n:
+            out[label] = {k: round(v / n, 6) for k, v in table.items()}
+    return out
+
+
+def token_lengths(run_dir: Path, final: Sequence[Sample]) -> dict[str, list[int]]:
+    """Response lengths of positives and negatives: the emitted SFT rows' token counts,
+    else the teacher's completion tokens of the kept samples."""
+    lengths: dict[str, list[int]] = {}
+    for key, out in (("positives", "sft_positive"), ("negatives", "sft_negative")):
+        path = run_dir / "outputs" / out / "arrow"
+        if path.exists():
+            lengths[key] = list(datasets.load_from_disk(str(path))["response_tokens"])
+    if not lengths:
+        lengths = {
+            "positives": [s.completion_tokens for s in final if s.passed is True],
+            "negatives": [s.completion_tokens for s in final if s.passed is False],
+        }
+    return lengths
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " [...]"
+
+
+def examples(run_dir: Path) -> dict[str, Any]:
+    """One emitted positive, one negative and one pair (messages, cut to a readable size)."""
+    found: dict[str, Any] = {}
+    for key, out in (("positive", "sft_positive"), ("negative", "sft_negative")):
+        path = run_dir / "outputs" / out / "arrow"
+        if path.exists() and len(ds := datasets.load_from_disk(str(path))):
+            found[key] = [{**m, "content": _clip(m["content"])} for m in ds[0]["messages"]]
+    path = run_dir / "outputs" / "redi_pairs" / "arrow"
+    if path.exists() and len(ds := datasets.load_from_disk(str(path))):
+        row = ds[0]
+        found["pair"] = {
+            k: [{**m, "content": _clip(m["content"])} for m in row[k]]
+            for k in ("prompt", "chosen", "rejected")
+        }
+    return found
+
+
+def collect_report(run_dir: Path) -> dict[str, Any]:
+    """Everything the report shows, computed from the run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "stages").is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} is not a run directory (no stages/ folder); pass the folder a run "
+            "wrote, e.g. runs/math"
+        )
+    folders = stage_folders(run_dir)
+    config_path = run_dir / "config.yaml"
+    config = redact(yaml.safe_load(config_path.read_text())) if config_path.exists() else {}
+    final_data = load_stage(run_dir, folders[-1][1], "data") if folders else None
+    final = (
+        [Sample.from_row(r) for r in final_data]
+        if final_data is not None and "problem_id" in final_data.column_names
+        else []
+    )
+    edges = (config.get("output") or {}).get("difficulty_edges") or (0.3, 0.7)
+    funnel = build_funnel(run_dir)
+    names = dict(folders)
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "pipeline": (config.get("pipeline") or {}).get("name"),
+        "funnel": funnel,
+        "stages": _stage_rows(run_dir),
+        "pass_rates": pass_rate_tables(final, _problems(run_dir, folders), edges),
+        "token_lengths": token_lengths(run_dir, final),
+        "cost": cost_table(run_dir, folders, funnel),
+        "disagreements": disagreements(final),
+        "examples": examples(run_dir),
+        "config": config,
+    }
+    if "dedup" in names and (run_dir / "stages" / names["dedup"] / "duplicates").exists():
+        report["dedup"] = write_dedup_report(run_dir / "stages" / names["dedup"])
+    if "decontaminate" in names:
+        folder = run_dir / "stages" / names["decontaminate"]
+        if (folder / "contaminated").exists():
+            report["contamination"] = write_decontam_report(folder)
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        report["wall_seconds"] = json.loads(summary.read_text()).get("wall_seconds")
+    return report
+
+
+def _stage_rows(run_dir: Path) -> list[dict[str, Any]]:
+    manifest = run_dir / "manifest.json"
+    stages = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
+    return [
+        {
+            "stage": name,
+            "in": s.get("rows_in"),
+            "kept": s.get("rows_out"),
+            "set aside": s.get("rows_set_aside"),
+            "seconds": s.get("seconds"),
+        }
+        for name, s in stages.items()
+    ]
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into ``run_dir``; return their paths."""
+    from datagen.report_render import render_html, render_markdown
+
+    data = collect_report(Path(run_dir))
+    html_path, md_path = Path(run_dir) / "report.html", Path(run_dir) / "report.md"
+    html_path.write_text(render_html(data), encoding="utf-8")
+    md_path.write_text(render_markdown(data), encoding="utf-8")
+    return html_path, md_path
+
+
+def parse_markdown_table(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under ``## heading`` (for tests and scripts)."""
+    section = re.split(rf"^## {re.escape(heading)}\s*$", markdown, maxsplit=1, flags=re.M)
+    if len(section) < 2:
+        raise KeyError(f"no section '## {heading}' in the report")
+    lines = [ln for ln in section[1].split("\n## ")[0].splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m datagen.report", description="Rebuild report.html and report.md"
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/math")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    datasets.disable_progress_bars()
+    try:
+        html_path, md_path = write_report(args.run_dir)
+    except FileNotFoundError as exc:
+        logger.error("%s", exc)
+        return 2
+    print(f"{html_path}\n{md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

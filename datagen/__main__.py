@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from datagen.compose import CONF_DIR, check_overrides, resolve_config
 from datagen.config import ConfigError
-from datagen.rerun import warn_if_config_changed
 from datagen.report import write_report
+from datagen.rerun import warn_if_config_changed
 from datagen.runner import Runner
 from datagen.stages import build_pipeline
 from datagen.summary import build_summary, format_summary

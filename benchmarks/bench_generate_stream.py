@@ -21,7 +21,7 @@ process, which does all the requests). Prints JSON; ``--save`` also writes it
 to benchmarks/results/bench_generate_stream.json.
 
     python benchmarks/bench_generate_stream.py                      # ~2 minutes
-    python benchmarks/bench_generate_stream.py --problems 2000 --median 0.2   # the issue's sizes
+    python benchmarks/bench_generate_stream.py --problems 2000 --instant-problems 2000  # the issue's sizes
 """
 
 from __future__ import annotations
@@ -215,6 +215,9 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help=f"also write {RESULT}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:

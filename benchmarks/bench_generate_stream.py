@@ -21,7 +21,7 @@ process, which does all the requests). Prints JSON; ``--save`` also writes it
 to benchmarks/results/bench_generate_stream.json.
 
     python benchmarks/bench_generate_stream.py                      # ~2 minutes
-    python benchmarks/bench_generate_stream.py --problems 2000 --instant-problems 2000  # the issue's sizes
+    python benchmarks/bench_generate_stream.py --problems 2000 --instant-problems 2000  # issue
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from datagen.stages.decontaminate import decontaminate
 from datagen.stages.dedup import dedup, dedup_samples
 from datagen.stages.emit import emit
 from datagen.stages.filter import filter_samples
-from datagen.stages.generate import generate
+from datagen.stages.generate import generate, generate_stream, teacher_streams
 from datagen.stages.load import load
 from datagen.stages.verify import verify, verify_groups
 
@@ -40,6 +40,8 @@ STAGES: dict[str, Stage] = {
             "sample",
             ("teacher", "generation", "run.seed"),
             batch_size_key="generate_batch_size",
+            stream=generate_stream,
+            streams=teacher_streams,
         ),
         Stage(
             "generate_adaptive",

@@ -11,7 +11,7 @@ per process, which is what lets a Ray executor run the same functions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,4 +92,11 @@ class Stage:
     """Folder of the rows the stage set aside (``duplicates``, ``contaminated``, ...)."""
     batch_size_key: str = "batch_size"
     """Which ``run`` field sets this stage's batch size (and resume granularity)."""
+    stream: Callable[..., Iterator[list[Any]]] | None = None
+    """``stream(records, ctx, *, cfg)`` yielding finished groups (all output rows of one
+    input row, any order) over the stage's whole input: no batch barrier. The runner
+    writes a shard every batch-size groups and resumes by the ``problem_id`` of the
+    rows in finished shards. None: the stage runs batch by batch."""
+    streams: Callable[[DatagenConfig], bool] | None = None
+    """Whether this run uses ``stream`` (e.g. only teachers that keep a window full)."""
     description: str = ""

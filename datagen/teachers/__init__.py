@@ -47,6 +47,12 @@ def default_cache_path(cfg: Any, run_dir: Path) -> Path:
     return Path(path) if path else Path(run_dir) / "cache" / "requests.sqlite"
 
 
+def teacher_class(name: str) -> type[Teacher]:
+    """The teacher class of ``teacher.name`` (imports its module)."""
+    module, _, cls_name = TEACHER_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls_name)
+
+
 def build_teacher(cfg: Any, run_dir: Path) -> Teacher:
     """Build the configured teacher with its request cache.
 
@@ -57,8 +63,7 @@ def build_teacher(cfg: Any, run_dir: Path) -> Teacher:
     Returns:
         The teacher, ready to :meth:`~Teacher.generate`.
     """
-    module, _, cls_name = TEACHER_CLASSES[cfg.name].partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
+    cls = teacher_class(cfg.name)
     cache = (
         RequestCache(default_cache_path(cfg, run_dir)) if getattr(cls, "uses_cache", True) else None
     )
@@ -74,4 +79,5 @@ __all__ = [
     "Teacher",
     "TeacherFatalError",
     "build_teacher",
+    "teacher_class",
 ]

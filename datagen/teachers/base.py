@@ -145,7 +145,22 @@ def request_key(
     Returns:
         A 32-hex-digit content hash.
     """
-    params = {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+    return _key(model, messages, sampling_params(sampling), sample_index, seed, extra)
+
+
+def sampling_params(sampling: SamplingConfig) -> dict[str, Any]:
+    """The sampling options that enter a cache key (``n`` and ``seed`` left out)."""
+    return {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+
+
+def _key(
+    model: str,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    sample_index: int,
+    seed: int,
+    extra: dict[str, Any] | None,
+) -> str:
     if extra:
         return content_hash(model, messages, params, sample_index, seed, extra, length=32)
     return content_hash(model, messages, params, sample_index, seed, length=32)
@@ -214,11 +229,12 @@ class Teacher(ABC):
     ) -> list[Request]:
         """One request per (problem, sample index), in problem order."""
         extra = self.key_extra()
+        params = sampling_params(sampling)  # once, not per request (request_key's work)
         requests = []
         for problem in problems:
             for i in range(start_index, start_index + sampling.n):
                 seed = sample_seed(base_seed, problem.id, i)
-                key = request_key(self.model, problem.messages, sampling, i, seed, extra)
+                key = _key(self.model, problem.messages, params, i, seed, extra)
                 requests.append(Request(key, problem.messages, i, seed))
         return requests
 
@@ -336,7 +352,8 @@ class Teacher(ABC):
             if completion.error is None:
                 self.cost_spent += self.price.cost(completion)
                 if self.cache is not None:
-                    self.cache.put(requests[idx].key, asdict(completion))
+                    # Its fields are all plain values: a shallow copy is asdict's result.
+                    self.cache.put(requests[idx].key, dict(vars(completion)))
             yield idx
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:

@@ -32,8 +32,9 @@ class RunConfig:
     """Rows handed to a stage function at a time (also the resume granularity)."""
     generate_batch_size: int | None = None
     """Problems per generation batch: each finished batch is saved before the next starts.
-    None: the teacher's own default (1 for the local teacher, 64 for an API with its
-    concurrency, 1024 for vLLM, which wants one large batch)."""
+    None: the teacher's own default (1 for the local teacher, 64 for an API, 1024 for
+    vLLM, which wants one large batch). A teacher that streams (``openai``) keeps its
+    window full regardless: there it is only the finished prompts per shard."""
     progress: bool = True
     """Show progress bars on long stages."""
     executor: str = "local"

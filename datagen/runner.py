@@ -16,7 +16,9 @@ Layout of a run directory::
 Each stage's hash covers its own config sections and the hash of the stage
 before it, so changing a late setting (say, the output) reruns only the late
 stages. Within a stage, every finished batch is written (temp, then rename)
-before the next begins; a killed run loses at most the batch in flight.
+before the next begins; a killed run loses at most the batch in flight. A
+stage that streams (``generate`` with an API teacher) is not cut into
+batches: see :mod:`datagen.streaming`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datagen.config import DatagenConfig
@@ -40,6 +43,7 @@ from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.stages.base import Stage, StageContext
+from datagen.streaming import input_order, run_stream
 
 logger = logging.getLogger(__name__)
 
@@ -183,35 +187,31 @@ class Runner:
             batch_size = max(rows_in, 1)
         elif run.executor == "ray":  # enough rows per batch to keep every actor busy
             batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
-        n_batches = max(1, -(-rows_in // batch_size))
 
         enabled = progress_enabled(self.config.run.progress)
         bar = self.ctx.resources[PROGRESS] = StageProgress(
             rows_in, f"{index:02d} {stage.name}", enabled
         )
-        shards: list[Path] = []
-        for b in range(n_batches):
-            shard = partial_dir / f"shard-{b:06d}.parquet"
-            shards.append(shard)
-            lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
-            if shard.exists():
-                bar.update(hi - lo)
-                continue
-            rows = pa.table({}) if data is None else data.with_format("arrow")[lo:hi]
-            table = self.executor.run(stage, cfg, rows)
-            self._flush_rejects()
-            tmp = shard.with_suffix(".tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, shard)
-            bar.update(hi - lo)
+        streamed = self._streams(stage, data)
+        if streamed:
+            shards = run_stream(
+                stage, cfg, self.ctx, data, partial_dir, batch_size, bar.update, self._flush_rejects
+            )
+        else:
+            shards = self._run_batches(stage, cfg, data, partial_dir, batch_size, bar)
         bar.close()
         self.ctx.resources.pop(PROGRESS, None)
 
         tables = [pq.read_table(s) for s in shards]
         table = pa.concat_tables(tables) if tables else out_type.FEATURES.arrow_schema.empty_table()
-        full = datasets.Dataset(datasets.table.InMemoryTable(table)).cast(out_type.FEATURES)
-        kept = full.filter(lambda keep: keep, input_columns="keep")
-        set_aside = full.filter(lambda keep: not keep, input_columns="keep")
+        if streamed:  # shards hold groups in completion order
+            table = input_order(table, data["id"])
+        # The split runs in Arrow (no Python call per row).
+        keep = pc.fill_null(table.column("keep"), False)
+        kept, set_aside = (
+            datasets.Dataset(datasets.table.InMemoryTable(part)).cast(out_type.FEATURES)
+            for part in (table.filter(keep), table.filter(pc.invert(keep)))
+        )
         save_dataset_atomic(kept, sdir / "data")
         save_dataset_atomic(set_aside, sdir / stage.side_name)
         shutil.rmtree(partial_dir)
@@ -233,6 +233,46 @@ class Runner:
             result.seconds,
         )
         return datasets.load_from_disk(str(sdir / "data")), result
+
+    def _streams(self, stage: Stage, data: datasets.Dataset | None) -> bool:
+        """Whether ``stage`` runs as one stream here (local executor, keyed input)."""
+        if stage.stream is None or data is None or self.config.run.executor != "local":
+            return False
+        if stage.streams is not None and not stage.streams(self.config):
+            return False
+        ids = data["id"]
+        if len(set(ids)) != len(ids):  # resume is by id: ambiguous ids run batch by batch
+            logger.warning("stage %s: input ids are not unique; not streaming", stage.name)
+            return False
+        return True
+
+    def _run_batches(
+        self,
+        stage: Stage,
+        cfg: dict[str, Any],
+        data: datasets.Dataset | None,
+        partial_dir: Path,
+        batch_size: int,
+        bar: StageProgress,
+    ) -> list[Path]:
+        """Run the stage batch by batch, skipping batches whose shard is there."""
+        rows_in = 0 if data is None else len(data)
+        shards: list[Path] = []
+        for b in range(max(1, -(-rows_in // batch_size))):
+            shard = partial_dir / f"shard-{b:06d}.parquet"
+            shards.append(shard)
+            lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
+            if shard.exists():
+                bar.update(hi - lo)
+                continue
+            rows = pa.table({}) if data is None else data.with_format("arrow")[lo:hi]
+            table = self.executor.run(stage, cfg, rows)
+            self._flush_rejects()
+            tmp = shard.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, shard)
+            bar.update(hi - lo)
+        return shards
 
     def _flush_rejects(self) -> None:
         """Append malformed input rows reported by a stage to rejects.jsonl."""

@@ -11,7 +11,7 @@ the same functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,13 @@ class Stage:
     sections: dict[str, type] = field(default_factory=dict)
     """Top-level config sections this stage adds (key -> dataclass), built by
     :mod:`datagen.compose` like the built-in ones."""
+    stream: Callable[..., Iterator[list[Any]]] | None = None
+    """``stream(records, ctx, *, cfg)`` yielding finished groups (all output rows of one
+    input row, any order) over the stage's whole input: no batch barrier. The runner
+    writes a shard every batch-size groups and resumes by the ``problem_id`` of the
+    rows in finished shards. None: the stage runs batch by batch."""
+    streams: Callable[[DatagenConfig], bool] | None = None
+    """Whether this run uses ``stream`` (e.g. only teachers that keep a window full)."""
     description: str = ""
 
     def gpu(self, config: DatagenConfig) -> bool:

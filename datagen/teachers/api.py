@@ -143,6 +143,7 @@ class OpenAITeacher(Teacher):
     """Async client for an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     name = "openai"
+    continuous = True  # one sliding window over the whole stage (generate_stream)
 
     def __init__(self, cfg: OpenAITeacherConfig, cache: RequestCache | None = None) -> None:
         super().__init__(cfg.model, cache, cfg.price)
@@ -157,7 +158,6 @@ class OpenAITeacher(Teacher):
         self._consecutive_failures = 0
         """Requests in a row that failed after all retries, across batches."""
         self._warned_n = False
-        self._first_batch = True
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="datagen-openai-teacher", daemon=True
@@ -213,14 +213,6 @@ class OpenAITeacher(Teacher):
             if self.cfg.server_supports_n
             else [[i] for i in range(len(requests))]
         )
-        if self._first_batch and len(groups) < self.cfg.concurrency:
-            logger.warning(
-                "only %d request(s) in this batch for teacher.concurrency=%d: raise "
-                "run.generate_batch_size (e.g. to 1000) to keep the endpoint busy",
-                len(groups),
-                self.cfg.concurrency,
-            )
-        self._first_batch = False
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         future = asyncio.run_coroutine_threadsafe(
             self._run(requests, groups, sampling, results), self._loop

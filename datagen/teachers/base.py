@@ -149,7 +149,23 @@ def request_key(
     Returns:
         A 32-hex-digit content hash.
     """
-    params = {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+    return _key(model, messages, sampling_params(sampling), sample_index, seed, extra, scope)
+
+
+def sampling_params(sampling: SamplingConfig) -> dict[str, Any]:
+    """The sampling options that enter a cache key (``n`` and ``seed`` left out)."""
+    return {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+
+
+def _key(
+    model: str,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    sample_index: int,
+    seed: int,
+    extra: dict[str, Any] | None,
+    scope: dict[str, Any] | None,
+) -> str:
     parts: list[Any] = [model, messages, params, sample_index, seed]
     if extra:
         parts.append(extra)
@@ -179,6 +195,10 @@ class Teacher(ABC):
     """Base class: cache-first generation over a batch of problems."""
 
     name: str = "teacher"
+    continuous: bool = False
+    """True when :meth:`generate_stream` keeps the endpoint saturated over any number of
+    problems (requests sent as others finish); the runner then streams the stage
+    instead of cutting it into batches. False keeps the batch-by-batch behaviour."""
 
     def __init__(
         self, model: str, cache: RequestCache | None = None, price: PriceConfig | None = None
@@ -235,11 +255,12 @@ class Teacher(ABC):
     ) -> list[Request]:
         """One request per (problem, sample index), in problem order."""
         extra, scope = self.key_extra(), self.cache_scope()
+        params = sampling_params(sampling)  # once, not per request (request_key's work)
         requests = []
         for problem in problems:
             for i in range(start_index, start_index + sampling.n):
                 seed = sample_seed(base_seed, problem.id, i)
-                key = request_key(self.model, problem.messages, sampling, i, seed, extra, scope)
+                key = _key(self.model, problem.messages, params, i, seed, extra, scope)
                 requests.append(Request(key, problem.messages, i, seed))
         return requests
 
@@ -273,6 +294,62 @@ class Teacher(ABC):
         requests = self.build_requests(problems, sampling, base_seed, start_index)
         owners = [p for p in problems for _ in range(sampling.n)]
         completions: list[Completion | None] = [None] * len(requests)
+        pending = self._from_cache(requests, completions)
+        for _ in self._receive(requests, pending, completions, sampling):
+            pass  # each response is cached as it arrives
+        return [
+            self._to_sample(problem, req, completion or Completion("", error="no response"))
+            for problem, req, completion in zip(owners, requests, completions, strict=True)
+        ]
+
+    def generate_stream(
+        self, problems: Sequence[Problem], sampling: SamplingConfig, base_seed: int
+    ) -> Iterator[list[Sample]]:
+        """Yield each problem's ``sampling.n`` samples as soon as all of them are in.
+
+        Groups come in completion order, not input order; cached ones first.
+        All requests go to :meth:`complete_many` at once, so a teacher with a
+        sliding window keeps it full until the last request, and every response
+        reaches the cache as it arrives (a kill loses only what was in flight).
+
+        Raises:
+            TeacherFatalError: The endpoint refuses every request.
+        """
+        n = sampling.n
+        requests = self.build_requests(problems, sampling, base_seed)
+        completions: list[Completion | None] = [None] * len(requests)
+        pending = self._from_cache(requests, completions)
+        waiting = [0] * len(problems)  # requests of each problem still to come
+        for idx in pending:
+            waiting[idx // n] += 1
+        for p in range(len(problems)):
+            if not waiting[p]:
+                yield self._group(problems[p], requests, completions, p * n, n)
+        for idx in self._receive(requests, pending, completions, sampling):
+            p = idx // n
+            waiting[p] -= 1
+            if not waiting[p]:
+                yield self._group(problems[p], requests, completions, p * n, n)
+
+    def _group(
+        self,
+        problem: Problem,
+        requests: list[Request],
+        completions: list[Completion | None],
+        lo: int,
+        n: int,
+    ) -> list[Sample]:
+        out = []
+        for idx in range(lo, lo + n):
+            c = completions[idx] or Completion("", error="no response")
+            completions[idx] = None  # handed on: the stream holds only what is in flight
+            out.append(self._to_sample(problem, requests[idx], c))
+        return out
+
+    def _from_cache(
+        self, requests: list[Request], completions: list[Completion | None]
+    ) -> list[int]:
+        """Fill ``completions`` from the cache; return the indices still to send."""
         cached = self.cache.get_many([r.key for r in requests]) if self.cache is not None else {}
         pending: list[int] = []
         for idx, req in enumerate(requests):
@@ -281,20 +358,29 @@ class Teacher(ABC):
             else:
                 pending.append(idx)
         self.cache_hits += len(requests) - len(pending)
-        if pending:
-            todo = [requests[i] for i in pending]
-            for j, completion in self.complete_many(todo, sampling):
-                idx = pending[j]
-                self.requests_sent += 1
-                completions[idx] = completion
-                if completion.error is None:
-                    self.cost_spent += self.price.cost(completion)
-                    if self.cache is not None:
-                        self.cache.put(requests[idx].key, asdict(completion))
-        return [
-            self._to_sample(problem, req, completion or Completion("", error="no response"))
-            for problem, req, completion in zip(owners, requests, completions, strict=True)
-        ]
+        return pending
+
+    def _receive(
+        self,
+        requests: list[Request],
+        pending: list[int],
+        completions: list[Completion | None],
+        sampling: SamplingConfig,
+    ) -> Iterator[int]:
+        """Send ``pending``; cache each response as it arrives and yield its index."""
+        if not pending:
+            return
+        todo = [requests[i] for i in pending]
+        for j, completion in self.complete_many(todo, sampling):
+            idx = pending[j]
+            self.requests_sent += 1
+            completions[idx] = completion
+            if completion.error is None:
+                self.cost_spent += self.price.cost(completion)
+                if self.cache is not None:
+                    # Its fields are all plain values: a shallow copy is asdict's result.
+                    self.cache.put(requests[idx].key, dict(vars(completion)))
+            yield idx
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
         reasoning, content = split_reasoning(c.text, c.reasoning)

@@ -1,0 +1,255 @@
+"""Benchmark: datagen's generate stage (default config) vs a bare ``AsyncOpenAI`` sliding window.
+
+Starts ``tests/helpers/latency_server.py`` as its own process on 127.0.0.1:
+an OpenAI-compatible server whose latency per request is lognormal (median
+``--median`` seconds, ``--sigma``) with ``--tail-share`` of requests at
+``--tail-factor`` times the median (traces that run to ``max_tokens``). The
+delay is a function of the request, so both clients meet the same latencies.
+
+For each concurrency it runs, in one process, on the same requests:
+
+- **bare**: ``AsyncOpenAI.chat.completions.create`` under one ``asyncio.Semaphore``
+  over all requests (what a hand-written script would do);
+- **datagen**: the real runner over a ``load, generate`` pipeline with
+  ``teacher=openai`` pointed at the server and every other setting at its
+  default (``load`` is run beforehand, so only ``generate`` is timed: request
+  cache, shards, the stage's dataset included).
+
+Then the same against an instant server (0 ms), where the client is the
+limit, reporting process CPU per sample of both (``time.process_time`` of this
+process, which does all the requests). Prints JSON; ``--save`` also writes it
+to benchmarks/results/bench_generate_stream.json.
+
+    python benchmarks/bench_generate_stream.py                      # ~2 minutes
+    python benchmarks/bench_generate_stream.py --problems 2000 --instant-problems 2000  # issue
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER = ROOT / "tests" / "helpers" / "latency_server.py"
+RESULT = ROOT / "benchmarks" / "results" / "bench_generate_stream.json"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+class Server:
+    """The latency server in a subprocess (its CPU is not the client's)."""
+
+    def __init__(self, median: float, sigma: float, tail_share: float, tail_factor: float) -> None:
+        self.args = [
+            f"--median={median}",
+            f"--sigma={sigma}",
+            f"--tail-share={tail_share}",
+            f"--tail-factor={tail_factor}",
+        ]
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), *self.args], stdout=subprocess.PIPE, text=True
+        )
+        port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def write_problems(path: Path, count: int) -> None:
+    with open(path, "w") as fh:
+        for i in range(count):
+            row = {
+                "id": f"p{i:06d}",
+                "problem": f"What is {i} + {i + 1}?",
+                "answer": str(2 * i + 1),
+            }
+            fh.write(json.dumps(row) + "\n")
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from datagen.config import resolve_config
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return resolve_config(hydra_compose(config_name="config", overrides=overrides))
+
+
+def overrides(source: Path, base_url: str, concurrency: int, n: int, stages: str) -> list[str]:
+    """Only what pointing datagen at this server needs; everything else stays default."""
+    return [
+        "+pipeline=math",
+        f"pipeline.stages=[{stages}]",
+        f"source.path={source}",
+        "teacher=openai",
+        "teacher.model=bench",
+        f"teacher.base_url={base_url}",
+        "teacher.api_key_env=null",
+        f"teacher.concurrency={concurrency}",
+        f"generation.n={n}",
+        "run.progress=false",
+    ]
+
+
+def run_datagen(source: Path, base_url: str, concurrency: int, n: int, tmp: Path) -> dict:
+    from datagen.runner import Runner
+    from datagen.stages import build_pipeline
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=tmp))
+    load_cfg = compose(overrides(source, base_url, concurrency, n, "load"))
+    Runner(load_cfg, run_dir, build_pipeline(["load"])).run()
+    cfg = compose(overrides(source, base_url, concurrency, n, "load,generate"))
+    runner = Runner(cfg, run_dir, build_pipeline(["load", "generate"]))
+    started, cpu = time.perf_counter(), time.process_time()
+    results = runner.run()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    gen = results[-1]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"seconds": seconds, "cpu_s": cpu, "samples": gen.rows_out, "failed": gen.rows_set_aside}
+
+
+def bodies_for(source: Path, base_url: str, concurrency: int, n: int) -> list[dict]:
+    """The very requests datagen sends: same prompts, seeds and options."""
+    from datagen.records import Problem
+    from datagen.teachers.api import OpenAITeacher
+
+    cfg = compose(overrides(source, base_url, concurrency, n, "load,generate"))
+    teacher = OpenAITeacher(cfg.teacher, None)
+    problems = []
+    for line in source.read_text().splitlines():
+        row = json.loads(line)
+        messages = [{"role": "user", "content": row["problem"]}]
+        problems.append(Problem(id=row["id"], source="b", domain="math", messages=messages))
+    seed = cfg.generation.seed if cfg.generation.seed is not None else cfg.run.seed
+    requests = teacher.build_requests(problems, cfg.generation, seed)
+    bodies = [teacher.build_body(r.messages, 1, r.seed, cfg.generation) for r in requests]
+    teacher.close()
+    return bodies
+
+
+async def bare_loop(base_url: str, bodies: list[dict], concurrency: int) -> int:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(body: dict) -> bool:
+        async with sem:
+            resp = await client.chat.completions.create(**body)
+            return bool(resp.choices)
+
+    done = await asyncio.gather(*(one(b) for b in bodies))
+    await client.close()
+    return sum(done)
+
+
+def run_bare(base_url: str, bodies: list[dict], concurrency: int) -> dict:
+    started, cpu = time.perf_counter(), time.process_time()
+    samples = asyncio.run(bare_loop(base_url, bodies, concurrency))
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        "samples": samples,
+    }
+
+
+def summarize(bare: dict, ours: dict) -> dict:
+    def one(r: dict) -> dict:
+        return {
+            "seconds": round(r["seconds"], 3),
+            "samples": r["samples"],
+            "samples_per_s": round(r["samples"] / r["seconds"], 2),
+            "cpu_ms_per_sample": round(1000 * r["cpu_s"] / max(r["samples"], 1), 3),
+            **({"failed": r["failed"]} if "failed" in r else {}),
+        }
+
+    b, d = one(bare), one(ours)
+    return {
+        "bare_asyncopenai": b,
+        "datagen_generate": d,
+        "ratio_samples_per_s": round(d["samples_per_s"] / b["samples_per_s"], 3),
+        "cpu_per_sample_ratio": round(d["cpu_ms_per_sample"] / b["cpu_ms_per_sample"], 3),
+    }
+
+
+def measure(args: argparse.Namespace, median: float, source: Path, tmp: Path) -> dict:
+    out = {}
+    with Server(median, args.sigma, args.tail_share, args.tail_factor) as server:
+        for conc in args.concurrency:
+            bodies = bodies_for(source, server.base_url, conc, args.n)
+            run_bare(server.base_url, bodies[: 2 * conc], conc)  # warm-up (imports, sockets)
+            bare = run_bare(server.base_url, bodies, conc)
+            ours = run_datagen(source, server.base_url, conc, args.n, tmp)
+            out[str(conc)] = summarize(bare, ours)
+            print(f"median={median} concurrency={conc}: {out[str(conc)]}", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=500)
+    parser.add_argument("--n", type=int, default=4, help="samples per problem (generation.n)")
+    parser.add_argument("--median", type=float, default=0.2, help="seconds (as in the issue)")
+    parser.add_argument("--sigma", type=float, default=1.0)
+    parser.add_argument("--tail-share", type=float, default=0.05)
+    parser.add_argument("--tail-factor", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--instant-problems", type=int, default=500)
+    parser.add_argument("--save", action="store_true", help=f"also write {RESULT}")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    try:
+        source = tmp / "problems.jsonl"
+        write_problems(source, args.problems)
+        latency = measure(args, args.median, source, tmp)
+        instant_source = tmp / "instant.jsonl"
+        write_problems(instant_source, args.instant_problems)
+        instant = measure(args, 0.0, instant_source, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = {
+        "benchmark": "generate_stage_vs_bare_asyncopenai",
+        "server": (
+            f"tests/helpers/latency_server.py on 127.0.0.1 (own process): lognormal "
+            f"median {args.median}s sigma {args.sigma}, {args.tail_share:.0%} of requests "
+            f"at {args.tail_factor}x the median"
+        ),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+        "problems": args.problems,
+        "n": args.n,
+        "requests": args.problems * args.n,
+        "datagen_config": "default (teacher=openai, only concurrency and n set)",
+        "heavy_tailed": latency,
+        "instant_server": {"requests": args.instant_problems * args.n, **instant},
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.save:
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Generation as a stream: no batch barrier, deterministic output, kill -9 safe.
+
+The server is ``tests/helpers/latency_server.py``: a real HTTP server on
+127.0.0.1 speaking the OpenAI chat API, standing in for a model server (canned
+text, heavy-tailed delays so requests finish out of order). The client side is
+the real one: the openai SDK, the request cache, the runner and its shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from datagen.records import Problem, Sample
+from datagen.runner import Runner
+from datagen.stages import STAGES
+from datagen.teachers.api import OpenAITeacher
+from tests.helpers.latency_server import Latency, LatencyServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_source(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "problems.jsonl"
+    rows = [
+        {"id": f"q{i:03d}", "problem": f"What is {i} + 7?", "answer": str(i + 7)} for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def overrides(source: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        "+pipeline=math",
+        "pipeline.stages=[load,generate]",
+        f"source.path={source}",
+        "teacher=openai",
+        "teacher.model=stub",
+        f"teacher.base_url={base_url}",
+        "teacher.api_key_env=null",
+        "teacher.concurrency=8",
+        "generation.n=2",
+        "run.progress=false",
+        *extra,
+    ]
+
+
+def generated(run_dir: Path) -> list[dict]:
+    return datasets.load_from_disk(str(run_dir / "stages" / "01_generate" / "data")).to_list()
+
+
+def test_stream_output_is_in_input_order_and_equals_batch_generation(tmp_path, make_config):
+    # Delays spread over 100x, so groups finish far out of input order.
+    latency = Latency(median=0.01, sigma=1.5, tail_share=0.1, tail_factor=20)
+    source = make_source(tmp_path, 24)
+    with LatencyServer(latency) as server:
+        cfg = make_config(*overrides(source, server.base_url, "run.generate_batch_size=3"))
+        stages = [STAGES["load"], STAGES["generate"]]
+        results = Runner(cfg, tmp_path / "run", stages).run()
+        rows = generated(tmp_path / "run")
+        problems = [
+            Problem.from_row(r)
+            for r in datasets.load_from_disk(str(tmp_path / "run/stages/00_load/data")).to_list()
+        ]
+        teacher = OpenAITeacher(cfg.teacher, None)  # no cache: sends everything again
+        expected = teacher.generate(problems, cfg.generation, 0)
+        teacher.close()
+    assert results[-1].rows_out == 48 and results[-1].stats["requests_sent"] == 48
+    assert [(r["problem_id"], r["sample_index"]) for r in rows] == [
+        (p.id, k) for p in problems for k in range(2)
+    ]
+    assert [Sample.from_row(r) for r in rows] == expected
+    counts = server.counts.as_dict()  # each request once per client (the second has no cache)
+    assert counts["distinct"] == 48 and counts["requests"] == 96
+
+
+def cache_keys(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    con = sqlite3.connect(db)
+    try:
+        return {k for (k,) in con.execute("SELECT key FROM responses")}
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_resends_only_what_was_in_flight(tmp_path, make_config):
+    n_problems, n = 40, 2
+    total = n_problems * n
+    latency = Latency(median=0.1, sigma=1.0, tail_share=0.05, tail_factor=20)
+    source = make_source(tmp_path, n_problems)
+
+    # The reference: one uninterrupted run against its own server.
+    with LatencyServer(latency) as ref_server:
+        cfg = make_config(*overrides(source, ref_server.base_url, "run.generate_batch_size=4"))
+        Runner(cfg, tmp_path / "ref", [STAGES["load"], STAGES["generate"]]).run()
+    reference = generated(tmp_path / "ref")
+
+    run_dir = tmp_path / "killed"
+    db = run_dir / "cache" / "requests.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with LatencyServer(latency) as server:
+        args = overrides(source, server.base_url, "run.generate_batch_size=4")
+        cmd = [sys.executable, "-m", "datagen", *args, f"hydra.run.dir={run_dir}"]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        partial = run_dir / "stages" / "01_generate"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            shards = list(partial.glob(".partial-*/group-*.parquet"))
+            if len(shards) >= 2 and len(cache_keys(db)) >= total // 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stored = cache_keys(db)
+        shards = list(partial.glob(".partial-*/group-*.parquet"))
+        in_shards = {r for s in shards for r in pq.read_table(s)["request_key"].to_pylist()}
+        assert shards and 0 < len(stored) < total, "the kill landed outside the stream"
+        assert in_shards <= stored  # a shard only holds what the cache already has
+
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        counts = server.counts.as_dict()
+
+    # Map the server's request ids (prompt|seed) back to cache keys.
+    loaded = datasets.load_from_disk(str(run_dir / "stages" / "00_load" / "data")).to_list()
+    problems = [Problem.from_row(r) for r in loaded]
+    teacher = OpenAITeacher(cfg.teacher, None)
+    requests = teacher.build_requests(problems, cfg.generation, 0)
+    teacher.close()
+    key_of = {f"{r.messages[-1]['content']}|{r.seed}": r.key for r in requests}
+    resent = {key_of[rid] for rid in counts["sent_twice"]}
+    assert counts["distinct"] == total
+    assert not resent & stored, "a stored response was requested again"
+    assert len(resent) <= 8  # at most what was in flight (teacher.concurrency)
+    assert counts["requests"] == total + len(resent)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stages"]["generate"]["stats"]["requests_sent"] == total - len(stored)
+    assert generated(run_dir) == reference

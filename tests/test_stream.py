@@ -49,6 +49,9 @@ def overrides(source: Path, base_url: str, *extra: str) -> list[str]:
         f"teacher.base_url={base_url}",
         "teacher.api_key_env=null",
         "teacher.concurrency=8",
+        # The two runs talk to two servers (two ports): one namespace makes their cache
+        # keys, and so the sample ids, comparable.
+        "teacher.cache_namespace=stream-test",
         "generation.n=2",
         "run.progress=false",
         *extra,

@@ -522,6 +522,9 @@ def _get_pool(workers: int, start_method: str) -> ProcessPool:
 def _init_worker() -> None:
     # Math-Verify warns once per process that its timeout is off; here the pool kills.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    # The first LaTeX parse of a process loads the ANTLR grammar (about a second, more
+    # on a busy machine): pay it here, outside the first trace's timeout.
+    _parse_cached("$\\frac{1}{2}$", False, "latex,expr")
 
 
 def _stop(pool: ProcessPool) -> None:

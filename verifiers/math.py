@@ -60,6 +60,7 @@ from verifiers.math_extract import (
     extract,
     extract_answer,
     final_math,
+    normalize,
     remove_think,
     restates_prompt,
     strip_check_lines,
@@ -246,6 +247,8 @@ def _precheck(
         return _verdict(False, answer, reference, "no_answer", how, _WHY["restated"])
     if reference is None or not reference.strip():
         return _verdict(None, answer, reference, "no_reference", how, "no reference answer")
+    if normalize(answer) == normalize(reference):
+        return _verdict(True, answer, reference, None, how, "written as the reference")
     got, want = plain_number(answer), plain_number(reference)
     if got is not None and want is not None:
         if numbers_equal(got, want, config.float_rounding):
@@ -462,16 +465,26 @@ def verify_batch(
             "pass one prompt (or None) per prediction, or prompts=None"
         )
     verdicts: list[Verdict | None] = []
-    for prediction, reference, prompt in zip(predictions, references, prompts, strict=True):
+    jobs: dict[tuple[str | None, str, str | None, str | None], list[int]] = {}
+    for i, (prediction, reference, prompt) in enumerate(
+        zip(predictions, references, prompts, strict=True)
+    ):
         checked = _precheck(prediction, reference, config, prompt)
         verdicts.append(checked if isinstance(checked, Verdict) else None)
-    todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
-    if todo:
+        if not isinstance(checked, Verdict):
+            # Traces with the same answer to the same problem are graded once.
+            jobs.setdefault((checked[0].answer, checked[0].how, reference, prompt), []).append(i)
+    if jobs:
         pool = _get_pool(config.workers or _usable_cpus(), config.start_method)
-        args = [(predictions[i], references[i], config, prompts[i]) for i in todo]
+        args = [
+            (predictions[idx[0]], references[idx[0]], config, prompts[idx[0]])
+            for idx in jobs.values()
+        ]
         futures = [pool.submit(verify, config.timeout_s, *a) for a in args]
-        for i, future, a in zip(todo, futures, args, strict=True):
-            verdicts[i] = _collect(future, *a)
+        for idx, future, a in zip(jobs.values(), futures, args, strict=True):
+            verdict = _collect(future, *a)
+            for i in idx:
+                verdicts[i] = verdict
     return [v for v in verdicts if v is not None]
 
 

@@ -26,13 +26,10 @@ is done about them (tests in ``tests/test_math_traps.py``):
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import multiprocessing
-import os
 import re
-import threading
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -42,8 +39,9 @@ from typing import Any
 import math_verify
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
-from pebble import ProcessExpired, ProcessPool
+from pebble import ProcessExpired
 
+from verifiers._math_pool import get_pool, usable_cpus
 from verifiers.math_compare import (
     asked_decimals,
     compare_times,
@@ -475,7 +473,7 @@ def verify_batch(
             # Traces with the same answer to the same problem are graded once.
             jobs.setdefault((checked[0].answer, checked[0].how, reference, prompt), []).append(i)
     if jobs:
-        pool = _get_pool(config.workers or _usable_cpus(), config.start_method)
+        pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
         args = [
             (predictions[idx[0]], references[idx[0]], config, prompts[idx[0]])
             for idx in jobs.values()
@@ -513,48 +511,9 @@ def _collect(
     return _verdict(None, found.answer, reference, error, found.how, reason)
 
 
-_POOL: ProcessPool | None = None
-_POOL_KEY: tuple[int, int, str] = (0, 0, "")  # (owning pid, workers, start method)
-_POOL_LOCK = threading.Lock()
-
-
-def _get_pool(workers: int, start_method: str) -> ProcessPool:
-    """The process-wide pool, (re)started if missing, broken, resized or inherited."""
-    global _POOL, _POOL_KEY
-    key = (os.getpid(), workers, start_method)
-    with _POOL_LOCK:
-        if _POOL is None or key != _POOL_KEY or not _POOL.active:
-            if _POOL is not None and _POOL_KEY[0] == key[0]:
-                _stop(_POOL)
-            context = multiprocessing.get_context(start_method)
-            _POOL = ProcessPool(max_workers=workers, initializer=_init_worker, context=context)
-            _POOL_KEY = key
-        return _POOL
-
-
 def _init_worker() -> None:
     # Math-Verify warns once per process that its timeout is off; here the pool kills.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     # The first LaTeX parse of a process loads the ANTLR grammar (about a second, more
     # on a busy machine): pay it here, outside the first trace's timeout.
     _parse_cached("$\\frac{1}{2}$", False, "latex,expr")
-
-
-def _stop(pool: ProcessPool) -> None:
-    pool.stop()
-    pool.join()
-
-
-@atexit.register
-def _shutdown_pool() -> None:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is not None and _POOL_KEY[0] == os.getpid():
-            _stop(_POOL)
-        _POOL = None
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -216,7 +216,14 @@ def verify(
     return _grade(checked, reference or "", config, prompt)
 
 
-def _find_answer(prediction: str, config: MathVerifyConfig) -> tuple[Extraction, list[Any]]:
+def _find_answer(
+    prediction: str, config: MathVerifyConfig, parse: bool = True
+) -> tuple[Extraction, list[Any]]:
+    """The answer and, for the fallback, Math-Verify's parse of it.
+
+    With ``parse=False`` (the calling process of :func:`verify_batch`, which has no
+    time limit) a trace that needs Math-Verify to find its answer is ``deferred``.
+    """
     found = extract(prediction, strip_think=config.strip_think)
     if found.how == "none" and config.fallback == "last_expression":
         text = remove_think(prediction) if config.strip_think else prediction
@@ -224,6 +231,8 @@ def _find_answer(prediction: str, config: MathVerifyConfig) -> tuple[Extraction,
         last = final_math(text)
         if last is not None:
             return Extraction(last, "last_expression"), []
+        if not parse:
+            return Extraction(None, "deferred"), []
         parsed = _parse_last_expression(text, config)
         if parsed:
             return Extraction(str(parsed[-1]), "last_expression"), parsed
@@ -231,11 +240,17 @@ def _find_answer(prediction: str, config: MathVerifyConfig) -> tuple[Extraction,
 
 
 def _precheck(
-    prediction: str, reference: str | None, config: MathVerifyConfig, prompt: str | None
+    prediction: str,
+    reference: str | None,
+    config: MathVerifyConfig,
+    prompt: str | None,
+    parse: bool = True,
 ) -> Verdict | tuple[Extraction, list[Any]]:
     """The verdict when no SymPy is needed (no answer, plain numbers, times), else the answer."""
-    found, parsed = _find_answer(prediction, config)
+    found, parsed = _find_answer(prediction, config, parse)
     answer, how = found.answer, found.how
+    if how == "deferred":
+        return found, parsed
     if how in ("hedged", "retracted"):
         reason = _WHY[how].format(others=", ".join(found.others))
         return _verdict(False, answer, reference, how, how, reason)
@@ -467,11 +482,12 @@ def verify_batch(
     for i, (prediction, reference, prompt) in enumerate(
         zip(predictions, references, prompts, strict=True)
     ):
-        checked = _precheck(prediction, reference, config, prompt)
+        checked = _precheck(prediction, reference, config, prompt, parse=False)
         verdicts.append(checked if isinstance(checked, Verdict) else None)
         if not isinstance(checked, Verdict):
             # Traces with the same answer to the same problem are graded once.
-            jobs.setdefault((checked[0].answer, checked[0].how, reference, prompt), []).append(i)
+            answer = checked[0].answer if checked[0].how != "deferred" else prediction
+            jobs.setdefault((answer, checked[0].how, reference, prompt), []).append(i)
     if jobs:
         pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
         args = [

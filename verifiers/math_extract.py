@@ -62,6 +62,8 @@ _HEDGE = re.compile(
     r"\b(?:or|either|maybe|perhaps|possibly|alternatively|otherwise|might|could|unsure)\b",
     re.IGNORECASE,
 )
+_HEDGE_SPAN = 120
+"""Characters between two different answers within which "or", "maybe" ... hedge."""
 _CONNECTOR = re.compile(
     r"""^(?:\s|[,;.]|\$|\\[()\[\]]|\\q?quad|\\[,;:! ]|\\\\|\band\b|&
       |\\(?:text|mbox|mathrm)\s*\{[^{}]*\}|[a-zA-Z](?:_\{?\w+\}?)?\s*=)*$""",
@@ -94,7 +96,8 @@ class Extraction:
     """The final answer (LaTeX as written, not parsed), or ``None``."""
     how: str
     """``boxed``, ``marker`` or ``bare`` when found; ``none``, ``hedged``,
-    ``retracted`` or ``placeholder`` when there is no gradable answer."""
+    ``retracted`` or ``placeholder`` when there is no gradable answer. (The verifier's
+    fallback adds ``last_expression``.)"""
     others: tuple[str, ...] = ()
     """For ``hedged``: the other final answers the trace gave."""
 
@@ -136,10 +139,11 @@ def extract(text: str, *, strip_think: bool = True) -> Extraction:
         if isinstance(run, Extraction):
             return run
         start, answer = run
-    earlier = [(e, a) for _, e, _, a in found[:-1] if normalize(a) != normalize(answer)]
+    earlier = [(e, a) for _, e, _, a in found if e <= start and normalize(a) != normalize(answer)]
     if earlier:
         prev_end, prev = earlier[-1]
-        if _HEDGE.search(text[prev_end:start]):
+        between = text[prev_end:start]
+        if len(between) <= _HEDGE_SPAN and _HEDGE.search(between):
             return Extraction(answer, "hedged", (prev,))
     after = text[end:]
     if _RETRACT.search(after):
@@ -151,7 +155,7 @@ def extract_answer(text: str, *, strip_think: bool = True) -> str | None:
     r"""The final answer of a trace as a string, or ``None`` (see :func:`extract`).
 
     Example:
-        >>> extract_answer(r"<think>\boxed{1}</think> So \boxed{\frac{1}{2}} and \boxed{3}.")
+        >>> extract_answer(r"<think>\boxed{1}</think> So \boxed{\frac{1}{2}}, then \boxed{3}.")
         '3'
         >>> extract_answer("The final answer is $42$.")
         '42'
@@ -303,12 +307,15 @@ def final_math(text: str) -> str | None:
 
 
 def _bare_answer(text: str) -> str | None:
-    """A reply that is all answer: one short line with at most a couple of words."""
+    """A reply that is all answer: one short line, at most a couple of words, some math
+    (or a single word: ``Tuesday``, ``B``)."""
     text = text.strip().rstrip(".").strip()
     if not text or "\n" in text or len(text) > 80:
         return None
     if len(_WORD.findall(re.sub(r"\\text\{[^{}]*\}", "", text))) > 2:
         return None
+    if " " in text and not re.search(r"[\d\\$^_=+\-*/()\[\]{}]", text):
+        return None  # "no idea": words, no math
     segments = list(_MATH_SEGMENT.finditer(text))
     if segments and _WORD.search(_MATH_SEGMENT.sub(" ", text)):
         return _segment(segments[-1]) or None  # "We have $x = 3$": the math part

@@ -52,7 +52,12 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "math
 def math_traces() -> list[dict]:
     rows = [json.loads(x) for x in (FIXTURES / "traces_qwen25_math_cot_100.jsonl").open()]
     return [
-        {"text": r["response"], "reference": r["answer"], "prompt": r["problem"], "label": r["correct"]}
+        {
+            "text": r["response"],
+            "reference": r["answer"],
+            "prompt": r["problem"],
+            "label": r["correct"],
+        }
         for r in rows
     ]
 
@@ -143,7 +148,9 @@ def main() -> None:
     report = {
         "benchmark": "math_verifier",
         "workers": args.workers,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "timeout_s": config.timeout_s,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],

@@ -33,6 +33,7 @@ Usage: ``python benchmarks/bench_math_verifier.py [--gsm8k-rows 250] [--workers 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ def main() -> None:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "contended": load_before[0] > 0.5,
-        "math_verify": getattr(math_verify, "__version__", "unknown"),
+        "math_verify": importlib.metadata.version("math-verify"),
         "results": results,
         "speedup_overall": round(naive_total / ours_total, 2),
         "python": sys.version.split()[0],

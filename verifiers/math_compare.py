@@ -162,19 +162,20 @@ def _minutes(time: tuple[int, int, str | None]) -> int:
 # Intervals against sets
 
 _INTERVAL = re.compile(r"^\s*(?:\\left)?[(\[].*,.*(?:\\right)?[)\]]\s*$")
-_SET = re.compile(r"^\s*(?:\\left)?\\\{.*\\\}\s*$|^\s*\{.*\}\s*$")
+# A listed set; set-builder notation ({x | x > 0}) may well equal an interval.
+_SET = re.compile(r"^\s*(?:\\left)?\\?\{(?!.*(?:\\mid|\||:)).*\\?\}\s*$")
 
 
 def interval_vs_set(answer: str, reference: str) -> bool:
-    """Whether one side is written as an interval and the other as a set."""
+    """Whether one side is written as an interval and the other as a listed set.
+
+    Example:
+        >>> interval_vs_set("(1, 2)", r"\\{1, 2\\}")
+        True
+    """
     a_int, r_int = bool(_INTERVAL.match(answer)), bool(_INTERVAL.match(reference))
     a_set, r_set = bool(_SET.match(answer)), bool(_SET.match(reference))
-    half_open = any(
-        re.match(r"^\s*(?:\\left)?\[.*\)\s*$|^\s*(?:\\left)?\(.*\]\s*$", s)
-        for s in (answer, reference)
-    )
-    open_interval = "\\infty" in answer + reference or half_open
-    return ((a_int and r_set) or (a_set and r_int)) and (open_interval or a_set != r_set)
+    return (a_int and r_set) or (a_set and r_int)
 
 
 # ---------------------------------------------------------------------------

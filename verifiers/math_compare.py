@@ -103,7 +103,8 @@ def expand_repeating(text: str) -> str:
 # ---------------------------------------------------------------------------
 # Variables read as units
 
-_VARIABLE_TERM = re.compile(r"(?<![\w\\.{])\d+(?:\.\d+)?([a-zA-Z])(?![a-zA-Z{(\d])")
+# `4t`, `2x`: a number and one letter; not `5cm` (a unit), `1e5`, `3m²` (squared metres).
+_VARIABLE_TERM = re.compile(r"(?<![\w\\.{])\d+(?:\.\d+)?([a-zA-Z])(?![a-zA-Z{(\d²³])")
 _LETTER = r"(?<![a-zA-Z\\]){}(?![a-zA-Z])"
 
 

@@ -98,8 +98,18 @@ def register_verifier(spec: VerifierSpec) -> VerifierSpec:
 
 
 def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
-    """Grade each final answer against its reference with math-verify."""
-    return math_verifier.verify_batch(inputs.answers, inputs.references, cfg)
+    """Grade each final answer against its reference with math-verify.
+
+    The problem text goes along, so an answer that only restates one of its
+    expressions is ``no_answer`` and rounding it asks for is the tolerance.
+    """
+    prompts = [_problem_text(messages) for messages in inputs.prompts]
+    return math_verifier.verify_batch(inputs.answers, inputs.references, cfg, prompts=prompts)
+
+
+def _problem_text(messages: list[dict[str, str]]) -> str:
+    """The user turns of a chat prompt (the problem, without the system prompt)."""
+    return "\n".join(m["content"] for m in messages if m.get("role") == "user")
 
 
 register_verifier(VerifierSpec("math", math_verifier.MathVerifyConfig, verify_math))

@@ -54,7 +54,7 @@ def test_trace_verdicts_have_the_contract_shape(graded_traces):
     _, verdict = graded_traces[0]
     assert verdict.verifier == "math"
     assert verdict.version == VERSION
-    assert set(verdict.details) == {"extracted", "reference", "error"}
+    assert set(verdict.details) == {"extracted", "reference", "error", "how", "reason"}
     for row, v in graded_traces:
         assert v.score == (1.0 if v.passed else 0.0)
         assert v.details["reference"] == row["answer"]
@@ -162,7 +162,9 @@ def test_no_answer_fails():
     verdict = verify("I could not solve it.", "3")
     assert verdict.passed is False
     assert verdict.score == 0.0
-    assert verdict.details == {"extracted": None, "reference": "3", "error": "no_answer"}
+    assert verdict.details["extracted"] is None
+    assert verdict.details["error"] == "no_answer"
+    assert verdict.details["how"] == "none" and verdict.details["reason"]
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +216,12 @@ def test_slow_comparison_times_out_and_pool_recovers():
     verdicts = verify_batch([boxed("(10^{7})!"), boxed("2")], ["1", "2"], config)
     assert verdicts[0].passed is None
     assert verdicts[0].score is None
-    assert verdicts[0].details == {"extracted": "(10^{7})!", "reference": "1", "error": "timeout"}
+    details = verdicts[0].details
+    assert (details["extracted"], details["reference"], details["error"]) == (
+        "(10^{7})!",
+        "1",
+        "timeout",
+    )
     assert verdicts[1].passed is True
     # The killed worker was replaced: the next batch runs normally.
     again = verify_batch([boxed("2"), boxed("3"), boxed("0.5")], ["2", "2", r"\frac12"], config)

@@ -1,46 +1,79 @@
-"""Math verifier: find the final answer in a trace and grade it with Math-Verify.
+r"""Math verifier: find the final answer in a trace and grade it with Math-Verify.
 
 Parsing is kept apart from grading, as in Math-Verify's ``parse``/``verify``
-split: :func:`extract_answer` finds the answer string in a trace, :func:`verify`
-grades one trace in the calling process, and :func:`verify_batch` grades many in
-worker processes under a hard wall-clock timeout.
+split: :mod:`verifiers.math_extract` finds the answer string in a trace
+(:func:`extract_answer`), :mod:`verifiers.math_compare` holds the guards around
+Math-Verify's comparison, :func:`verify` grades one trace in the calling process,
+and :func:`verify_batch` grades many, the easy ones (no answer, plain numbers)
+at once in the calling process and the rest in worker processes under a hard
+wall-clock timeout.
 
 Math-Verify's own timeouts use ``signal.alarm``, which works only in the main
 thread, so they are always switched off here (``parsing_timeout=None``,
 ``timeout_seconds=None``). The hard limit is enforced from outside instead: a
 worker that runs past ``timeout_s`` is killed and replaced (``pebble``).
 
-Known issues (math-verify 0.9, latex2sympy2_extended 1.11, antlr 4.9):
+Known issues of Math-Verify (0.9, latex2sympy2_extended 1.11, antlr 4.9) and what
+is done about them (tests in ``tests/test_math_traps.py``):
 
-- A lone letter after a number is read as a unit and dropped: ``4t`` parses as 4.
+- A lone letter after a number is read as a unit and dropped (``4t`` parses as 4):
+  guarded, an answer with a variable the reference lacks is wrong.
+- ``(1, 2)`` equals ``\\{1, 2\\}``: guarded, an interval is not a set.
+- ``4:30`` is read as the ratio 2/15: a clock-time reference is compared as a time.
+- ``0.\\overline{3}`` parses as 0: repeating decimals are rewritten as fractions.
 - A corrupt reference can still parse into something: ``4:30p..`` parses as 4.
 """
 
 from __future__ import annotations
 
-import atexit
+import functools
 import logging
 import multiprocessing
-import os
 import re
-import threading
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import math_verify
+import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
-from pebble import ProcessExpired, ProcessPool
+from pebble import ProcessExpired
 
-from verifiers.types import NO_ANSWER, Verdict, answer_part
+from verifiers._math_pool import get_pool, usable_cpus
+from verifiers.math_compare import (
+    asked_decimals,
+    compare_times,
+    expand_repeating,
+    interval_vs_set,
+    numbers_equal,
+    plain_number,
+    rounds_equal,
+    variable_dropped,
+)
+from verifiers.math_extract import (
+    Extraction,
+    cut_continuation,
+    extract,
+    extract_answer,
+    final_math,
+    normalize,
+    remove_think,
+    restates_prompt,
+    strip_check_lines,
+)
+from verifiers.types import Verdict
+
+__all__ = ["VERSION", "MathVerifyConfig", "extract_answer", "verify", "verify_batch"]
 
 logger = logging.getLogger(__name__)
 
-VERSION = "1"
+VERSION = "2"
 """Version of the grading logic; bump it when a verdict can change."""
 
-_EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
+_TARGETS = {"latex": LatexExtractionConfig(), "expr": ExprExtractionConfig()}
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
 @dataclass(frozen=True)
@@ -68,13 +101,21 @@ class MathVerifyConfig:
     strict: bool = True
     """Math-Verify ``strict``: variable names matter and sets never equal tuples.
     ``False`` matches variables by position."""
+    targets: str = "latex,expr"
+    """Math-Verify extraction targets for answers and references, comma-separated:
+    ``latex`` (``$...$``, ``\\boxed{}``) and ``expr`` (plain-text numbers and
+    expressions). ``latex`` alone reads no bare number outside math delimiters."""
+    allow_set_relation_comp: bool = False
+    """Math-Verify ``allow_set_relation_comp``: a gold set or interval also matches a
+    predicted relation (``-2 \\le x \\le 7`` for ``[-2, 7]``)."""
     raise_on_error: bool = False
     """Raise parsing and comparison errors instead of grading them (for debugging)."""
-    fallback: str = "none"
-    """What to grade when the trace has no ``\\boxed{}`` and no "final answer" phrase:
-    ``"none"`` (the trace fails with ``"no_answer"``) or ``"last_expression"`` (the last
-    math expression in the text, as Math-Verify's own ``parse`` finds it). The lenient
-    mode suits weak teachers that rarely box their answer; strong teachers box anyway."""
+    fallback: str = "last_expression"
+    """What to grade when the trace has no ``\\boxed{}``, no answer phrase and is not a
+    short reply that is all answer: ``"last_expression"`` (the math that ends the
+    text, else the last expression Math-Verify's own ``parse`` finds, after trailing
+    check lines and any next question are cut) or ``"none"`` (the trace fails with
+    ``"no_answer"``; for teachers that always mark their answer)."""
     start_method: str = "fork"
     """How :func:`verify_batch` starts workers. ``"fork"`` starts fast and needs no
     ``if __name__ == "__main__":`` guard in scripts; ``"forkserver"`` or ``"spawn"``
@@ -83,6 +124,12 @@ class MathVerifyConfig:
     def __post_init__(self) -> None:
         if self.fallback not in ("none", "last_expression"):
             raise ValueError(f"fallback must be 'none' or 'last_expression', got {self.fallback!r}")
+        unknown = set(self.targets.split(",")) - set(_TARGETS)
+        if unknown or not self.targets:
+            raise ValueError(
+                f"targets must be a comma-separated subset of {sorted(_TARGETS)}, "
+                f"got {self.targets!r}; set e.g. targets='latex,expr'"
+            )
         self._validate_timeout()
         self._validate_workers()
         self._validate_precision()
@@ -123,95 +170,14 @@ class MathVerifyConfig:
 
 
 # ---------------------------------------------------------------------------
-# Extraction
-
-# `\boxed{`, `\boxed {`, `\fbox{`, or the brace-less `\boxed 5`.
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{|\\boxed\s+(?=[^\s{])")
-_ANSWER_PHRASE = re.compile(
-    r"\b(?:final\s+answer(?:\s+is\b|\s*\**\s*:)|answer\s*\**\s*:)[\s:*]*", re.IGNORECASE
-)
-_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
-
-
-def extract_answer(text: str, *, strip_think: bool = True) -> str | None:
-    r"""Return the final answer written in a trace, or ``None`` if there is none.
-
-    Takes the content of the last ``\boxed{...}`` (balanced braces; ``\fbox{...}``
-    and ``\boxed 5`` too), else the rest of the line after the last "final answer
-    is" or "answer:". The reasoning inside ``<think>`` is ignored.
-
-    Args:
-        text: A whole model response.
-        strip_think: Ignore the ``<think>`` part (see :class:`MathVerifyConfig`).
-
-    Returns:
-        The answer as written (LaTeX, not parsed), or ``None``.
-
-    Example:
-        >>> extract_answer(r"<think>\boxed{1}</think> So \boxed{\frac{1}{2}} and \boxed{3}.")
-        '3'
-        >>> extract_answer("The final answer is $42$.")
-        '42'
-        >>> extract_answer("no idea") is None
-        True
-    """
-    if strip_think:
-        text = _strip_think(text)
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed
-    phrases = list(_ANSWER_PHRASE.finditer(text))
-    if not phrases:
-        return None
-    line = text[phrases[-1].end() :].split("\n", 1)[0]
-    answer = _unwrap_math(line.split(". ", 1)[0].strip().rstrip(".").strip("*").strip())
-    return answer or None
-
-
-def _strip_think(text: str) -> str:
-    return answer_part(text)
-
-
-def _last_boxed(text: str) -> str | None:
-    matches = list(_BOXED.finditer(text))
-    if not matches:
-        return None
-    match = matches[-1]
-    start = match.end()
-    if not match.group().endswith("{"):  # `\boxed 5`: one token
-        token = re.match(r"[^\s$]+", text[start:])
-        return token.group().rstrip(".") if token else None
-    depth, i = 1, start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2  # skip escaped characters such as \{ and \}
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i].strip()
-        i += 1
-    return None  # unbalanced: the trace was cut off inside the box
-
-
-def _unwrap_math(answer: str) -> str:
-    for left, right in _MATH_DELIMITERS:
-        fits = len(answer) > len(left) + len(right)
-        if fits and answer.startswith(left) and answer.endswith(right):
-            return answer[len(left) : -len(right)].strip()
-    return answer
-
-
-# ---------------------------------------------------------------------------
 # Grading
 
 
 def verify(
-    prediction: str, reference: str | None, config: MathVerifyConfig | None = None
+    prediction: str,
+    reference: str | None,
+    config: MathVerifyConfig | None = None,
+    prompt: str | None = None,
 ) -> Verdict:
     r"""Grade one trace against a reference answer, in this process.
 
@@ -219,13 +185,20 @@ def verify(
     use :func:`verify_batch` for a hard limit.
 
     Args:
-        prediction: The whole model response; its answer is found by :func:`extract_answer`.
+        prediction: The whole model response; its answer is found by
+            :func:`verifiers.math_extract.extract` (and the fallback, if configured).
         reference: The reference answer, e.g. ``"\frac{1}{2}"``, ``"$3$"`` or ``"\boxed{3}"``.
         config: Verifier options; defaults to ``MathVerifyConfig()``.
+        prompt: The problem as the model saw it. With it, an answer that only copies one
+            of the prompt's expressions is ``no_answer``, and rounding the prompt asks for
+            ("to the nearest tenth") is the tolerance for numeric answers.
 
     Returns:
-        A ``Verdict`` with ``details = {"extracted", "reference", "error"}``. ``passed`` is
-        ``False`` when no answer was found (error ``"no_answer"``) and ``None`` when the
+        A ``Verdict`` with ``details = {"extracted", "reference", "error", "how",
+        "reason"}``: ``how`` says where the answer came from (``boxed``, ``marker``,
+        ``bare``, ``last_expression``), ``reason`` why the verdict is what it is.
+        ``passed`` is ``False`` when no answer was found (error ``"no_answer"``) or the
+        trace gave several (``"hedged"``, ``"retracted"``), and ``None`` when the
         reference is missing or could not be parsed (``"no_reference"``,
         ``"unparseable_reference"``).
 
@@ -237,41 +210,152 @@ def verify(
         True
     """
     config = config or MathVerifyConfig()
-    extracted = extract_answer(prediction, strip_think=config.strip_think)
-    answer: list[Any] = []
-    if extracted is None and config.fallback == "last_expression":
-        answer = _parse_last_expression(prediction, config)
-        extracted = str(answer[-1]) if answer else None
-    if extracted is None:
-        return _verdict(False, extracted, reference, NO_ANSWER)
+    checked = _precheck(prediction, reference, config, prompt)
+    if isinstance(checked, Verdict):
+        return checked
+    return _grade(checked, reference or "", config, prompt)
+
+
+def _find_answer(
+    prediction: str, config: MathVerifyConfig, parse: bool = True
+) -> tuple[Extraction, list[Any]]:
+    """The answer and, for the fallback, Math-Verify's parse of it.
+
+    With ``parse=False`` (the calling process of :func:`verify_batch`, which has no
+    time limit) a trace that needs Math-Verify to find its answer is ``deferred``.
+    """
+    found = extract(prediction, strip_think=config.strip_think)
+    if found.how == "none" and config.fallback == "last_expression":
+        text = remove_think(prediction) if config.strip_think else prediction
+        text = strip_check_lines(cut_continuation(text))
+        last = final_math(text)
+        if last is not None:
+            return Extraction(last, "last_expression"), []
+        if not parse:
+            return Extraction(None, "deferred"), []
+        parsed = _parse_last_expression(text, config)
+        if parsed:
+            return Extraction(str(parsed[-1]), "last_expression"), parsed
+    return found, []
+
+
+def _precheck(
+    prediction: str,
+    reference: str | None,
+    config: MathVerifyConfig,
+    prompt: str | None,
+    parse: bool = True,
+) -> Verdict | tuple[Extraction, list[Any]]:
+    """The verdict when no SymPy is needed (no answer, plain numbers, times), else the answer."""
+    found, parsed = _find_answer(prediction, config, parse)
+    answer, how = found.answer, found.how
+    if how == "deferred":
+        return found, parsed
+    if how in ("hedged", "retracted"):
+        reason = _WHY[how].format(others=", ".join(found.others))
+        return _verdict(False, answer, reference, how, how, reason)
+    if answer is None:
+        return _verdict(False, None, reference, "no_answer", how, _WHY[how])
+    if restates_prompt(answer, prompt, reference):
+        return _verdict(False, answer, reference, "no_answer", how, _WHY["restated"])
     if reference is None or not reference.strip():
-        return _verdict(None, extracted, reference, "no_reference")
-    gold = _parse(reference, config)
+        return _verdict(None, answer, reference, "no_reference", how, "no reference answer")
+    if normalize(answer) == normalize(reference):
+        return _verdict(True, answer, reference, None, how, "written as the reference")
+    got, want = plain_number(answer), plain_number(reference)
+    if got is not None and want is not None:
+        if numbers_equal(got, want, config.float_rounding):
+            return _verdict(True, answer, reference, None, how, "same number")
+        places = asked_decimals(prompt)
+        if places is not None and rounds_equal(got, want, places):
+            return _verdict(True, answer, reference, None, how, f"equal to {places} places")
+        return _verdict(False, answer, reference, None, how, "different number")
+    same_time = compare_times(answer, reference, prompt)
+    if same_time is not None:
+        reason = "same clock time" if same_time else "the reference is a clock time; not this one"
+        return _verdict(same_time, answer, reference, None, how, reason)
+    return found, parsed
+
+
+_WHY = {
+    "none": "no boxed answer, answer phrase or short reply",
+    "placeholder": "the box holds a placeholder, not an answer",
+    "hedged": "several different final answers (also {others})",
+    "retracted": "the final answer is taken back after it is given",
+    "restated": "the answer copies an expression of the prompt without evaluating it",
+}
+
+
+def _grade(
+    found: tuple[Extraction, list[Any]],
+    reference: str,
+    config: MathVerifyConfig,
+    prompt: str | None,
+) -> Verdict:
+    """Math-Verify's comparison, with the guards of :mod:`verifiers.math_compare`."""
+    (extraction, parsed), answer = found, found[0].answer or ""
+    how = extraction.how
+    gold = _parse(expand_repeating(reference), config)
     if not gold:
-        return _verdict(None, extracted, reference, "unparseable_reference")
-    answer = answer or _parse(extracted, config)
-    if not answer:
-        return _verdict(False, extracted, reference, "unparseable_answer")
+        return _verdict(None, answer, reference, "unparseable_reference", how, "reference unread")
+    pred = parsed or _parse(expand_repeating(answer), config)
+    if not pred:
+        return _verdict(False, answer, reference, "unparseable_answer", how, "answer unread")
     passed = math_verify.verify(
         gold,
-        answer,
+        pred,
         float_rounding=config.float_rounding,
         numeric_precision=config.numeric_precision,
         strict=config.strict,
+        allow_set_relation_comp=config.allow_set_relation_comp,
         timeout_seconds=None,
         raise_on_error=config.raise_on_error,
     )
-    if not passed and not _has_expression(gold):
+    if passed:
+        letter = variable_dropped(answer, reference)
+        if letter is not None:
+            reason = f"the answer has a variable {letter!r} the reference lacks"
+            return _verdict(False, answer, reference, None, how, reason)
+        if interval_vs_set(answer, reference):
+            return _verdict(False, answer, reference, None, how, "an interval is not a set")
+        return _verdict(True, answer, reference, None, how, "equivalent (math-verify)")
+    places = asked_decimals(prompt)
+    if places is not None and _rounded_match(gold, pred, places):
+        return _verdict(True, answer, reference, None, how, f"equal to {places} places")
+    if not _has_expression(gold):
         # Only the raw string of the reference survived parsing: a string mismatch
         # says nothing about the answer (e.g. "north east" vs "\text{northeast}").
-        return _verdict(None, extracted, reference, "unparseable_reference")
-    return _verdict(passed, extracted, reference, None)
+        return _verdict(None, answer, reference, "unparseable_reference", how, "reference unread")
+    return _verdict(False, answer, reference, None, how, "not equivalent (math-verify)")
+
+
+def _rounded_match(gold: list[Any], pred: list[Any], places: int) -> bool:
+    values = [_real_value(parsed) for parsed in (gold, pred)]
+    if values[0] is None or values[1] is None:
+        return False
+    return rounds_equal(values[0], values[1], places)
+
+
+def _real_value(parsed: list[Any]) -> Decimal | None:
+    expr = parsed[0]
+    if isinstance(expr, str) or not getattr(expr, "is_number", False):
+        return None
+    try:
+        value = sympy.N(expr, 30)
+        return Decimal(str(value)) if value.is_real else None
+    except (TypeError, ValueError, ArithmeticError):
+        return None
 
 
 def _parse(answer: str, config: MathVerifyConfig) -> list[Any]:
-    """Parse one answer string; an empty list when nothing could be read."""
-    if _UNESCAPED_DOLLAR.search(answer) or "\\boxed" in answer:
-        candidates = [answer]  # already delimited: let Math-Verify find the math
+    """Parse one answer string (cached per process); an empty list when nothing was read."""
+    return list(_parse_cached(answer, config.raise_on_error, config.targets))
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_cached(answer: str, raise_on_error: bool, targets: str) -> tuple[Any, ...]:
+    if _UNESCAPED_DOLLAR.search(answer) or "\\boxed" in answer or _is_wordy(answer):
+        candidates = [answer]  # delimited, or a sentence: let Math-Verify find the math
     else:
         flat = " ".join(answer.split())  # inline $...$ may not span lines
         # `$...$` first: Math-Verify reads `50\%` there but not in `\boxed{50\%}`.
@@ -280,38 +364,65 @@ def _parse(answer: str, config: MathVerifyConfig) -> list[Any]:
     for candidate in candidates:
         parsed = math_verify.parse(
             candidate,
-            extraction_config=_EXTRACTION,
+            extraction_config=_extraction(targets),
             parsing_timeout=None,
-            raise_on_error=config.raise_on_error,
+            raise_on_error=raise_on_error,
         )
         if _has_expression(parsed):
-            return parsed
+            return tuple(parsed)
         first = first or parsed
-    return first
+    return tuple(first)
 
 
-def _parse_last_expression(prediction: str, config: MathVerifyConfig) -> list[Any]:
-    """Math-Verify's own extraction over the whole answer text (the lenient fallback)."""
-    text = _strip_think(prediction) if config.strip_think else prediction
+def _extraction(targets: str) -> list[Any]:
+    return [_TARGETS[name] for name in targets.split(",")]
+
+
+def _is_wordy(answer: str) -> bool:
+    """A sentence ("Jane started 3 hours ago"), not an expression: three words or more."""
+    return len(_WORD.findall(re.sub(r"\\[a-zA-Z]+(\{[^{}]*\})?", " ", answer))) >= 3
+
+
+_WORD = re.compile(r"(?<![a-zA-Z])[a-zA-Z]{2,}(?![a-zA-Z])")
+
+
+def _parse_last_expression(text: str, config: MathVerifyConfig) -> list[Any]:
+    """Math-Verify's own extraction over the answer text (the lenient fallback).
+
+    The text is read as :func:`~verifiers.math_extract.extract` reads it (no
+    ``<think>``, no next question), without trailing check lines, so a sanity check
+    after the answer is not taken for it.
+    """
     parsed = math_verify.parse(
-        text,
-        extraction_config=_EXTRACTION,
+        expand_repeating(text),
+        extraction_config=_extraction(config.targets),
         parsing_timeout=None,
         raise_on_error=config.raise_on_error,
     )
     return parsed if _has_expression(parsed) else []
 
 
-def _has_expression(parsed: list[Any]) -> bool:
+def _has_expression(parsed: list[Any] | tuple[Any, ...]) -> bool:
     """Whether parsing gave a SymPy object, not just the fallback string."""
     return any(not isinstance(item, str) for item in parsed)
 
 
 def _verdict(
-    passed: bool | None, extracted: str | None, reference: str | None, error: str | None
+    passed: bool | None,
+    extracted: str | None,
+    reference: str | None,
+    error: str | None,
+    how: str = "none",
+    reason: str = "",
 ) -> Verdict:
     score = None if passed is None else float(passed)
-    details = {"extracted": extracted, "reference": reference, "error": error}
+    details = {
+        "extracted": extracted,
+        "reference": reference,
+        "error": error,
+        "how": how,
+        "reason": reason,
+    }
     return Verdict(verifier="math", version=VERSION, passed=passed, score=score, details=details)
 
 
@@ -323,25 +434,31 @@ def verify_batch(
     predictions: Sequence[str],
     references: Sequence[str | None],
     config: MathVerifyConfig | None = None,
+    *,
+    prompts: Sequence[str | None] | None = None,
 ) -> list[Verdict]:
-    r"""Grade many traces in worker processes, each under a hard wall-clock timeout.
+    r"""Grade many traces, the hard ones in worker processes under a hard wall-clock timeout.
 
-    Verdicts come back in input order. A trace that takes longer than
-    ``config.timeout_s`` gets ``passed=None`` with error ``"timeout"``; its worker
-    is killed and replaced, so one pathological answer never stalls the batch.
-    The pool is started on first use, reused by later calls and stopped at exit.
+    Verdicts come back in input order, each as :func:`verify` would give it. What
+    needs no SymPy (no answer, a restated prompt, plain numbers on both sides, clock
+    times) is decided here at once; the rest goes to the worker pool. A trace that
+    takes longer than ``config.timeout_s`` there gets ``passed=None`` with error
+    ``"timeout"``; its worker is killed and replaced, so one pathological answer never
+    stalls the batch. The pool is started on first use, reused by later calls and
+    stopped at exit.
 
     Args:
         predictions: Whole model responses.
         references: Reference answers, one per prediction (``None`` if there is none).
         config: Verifier options; defaults to ``MathVerifyConfig()``.
+        prompts: The problem text of each prediction (optional; see :func:`verify`).
 
     Returns:
         One ``Verdict`` per prediction, as :func:`verify` would give, or ``passed=None``
         with error ``"timeout"``, ``"worker_died"`` or ``"worker_error: <type>"``.
 
     Raises:
-        ValueError: If the two sequences differ in length.
+        ValueError: If the sequences differ in length.
 
     Example:
         >>> [v.passed for v in verify_batch([r"\boxed{2}", r"\boxed{3}"], ["2", "2"])]
@@ -353,21 +470,44 @@ def verify_batch(
             f"got {len(predictions)} predictions but {len(references)} references; "
             "pass one reference (or None) per prediction"
         )
-    if not predictions:
-        return []
-    pool = _get_pool(config.workers or _usable_cpus(), config.start_method)
-    futures = [
-        pool.submit(verify, config.timeout_s, prediction, reference, config)
-        for prediction, reference in zip(predictions, references, strict=True)
-    ]
-    return [
-        _collect(future, prediction, reference, config)
-        for future, prediction, reference in zip(futures, predictions, references, strict=True)
-    ]
+    if prompts is None:
+        prompts = [None] * len(predictions)
+    elif len(prompts) != len(predictions):
+        raise ValueError(
+            f"got {len(prompts)} prompts for {len(predictions)} predictions; "
+            "pass one prompt (or None) per prediction, or prompts=None"
+        )
+    verdicts: list[Verdict | None] = []
+    jobs: dict[tuple[str | None, str, str | None, str | None], list[int]] = {}
+    for i, (prediction, reference, prompt) in enumerate(
+        zip(predictions, references, prompts, strict=True)
+    ):
+        checked = _precheck(prediction, reference, config, prompt, parse=False)
+        verdicts.append(checked if isinstance(checked, Verdict) else None)
+        if not isinstance(checked, Verdict):
+            # Traces with the same answer to the same problem are graded once.
+            answer = checked[0].answer if checked[0].how != "deferred" else prediction
+            jobs.setdefault((answer, checked[0].how, reference, prompt), []).append(i)
+    if jobs:
+        pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
+        args = [
+            (predictions[idx[0]], references[idx[0]], config, prompts[idx[0]])
+            for idx in jobs.values()
+        ]
+        futures = [pool.submit(verify, config.timeout_s, *a) for a in args]
+        for idx, future, a in zip(jobs.values(), futures, args, strict=True):
+            verdict = _collect(future, *a)
+            for i in idx:
+                verdicts[i] = verdict
+    return [v for v in verdicts if v is not None]
 
 
 def _collect(
-    future: Any, prediction: str, reference: str | None, config: MathVerifyConfig
+    future: Any,
+    prediction: str,
+    reference: str | None,
+    config: MathVerifyConfig,
+    prompt: str | None,
 ) -> Verdict:
     try:
         return future.result()
@@ -382,53 +522,14 @@ def _collect(
         # No traceback: a broken pool sets one shared exception on every future.
         logger.warning("math verifier failed on one trace: %r", exc)
         error = f"worker_error: {type(exc).__name__}"
-    extracted = extract_answer(prediction, strip_think=config.strip_think)
-    return _verdict(None, extracted, reference, error)
-
-
-_POOL: ProcessPool | None = None
-_POOL_KEY: tuple[int, int, str] = (0, 0, "")  # (owning pid, workers, start method)
-_POOL_LOCK = threading.Lock()
-
-
-def _get_pool(workers: int, start_method: str) -> ProcessPool:
-    """The process-wide pool, (re)started if missing, broken, resized or inherited."""
-    global _POOL, _POOL_KEY
-    key = (os.getpid(), workers, start_method)
-    with _POOL_LOCK:
-        if _POOL is None or key != _POOL_KEY or not _POOL.active:
-            if _POOL is not None and _POOL_KEY[0] == key[0]:
-                _stop(_POOL)
-            context = multiprocessing.get_context(start_method)
-            _POOL = ProcessPool(max_workers=workers, initializer=_init_worker, context=context)
-            _POOL_KEY = key
-            # A multiprocessing child (e.g. a ProcessPoolExecutor worker) runs no atexit
-            # hooks but joins its non-daemon children at exit: without this it would wait
-            # forever on the pool's workers. Exit finalizers run there and in a main process.
-            multiprocessing.util.Finalize(None, _shutdown_pool, exitpriority=100)
-        return _POOL
+    found = extract(prediction, strip_think=config.strip_think)
+    reason = f"grading stopped: {error}"
+    return _verdict(None, found.answer, reference, error, found.how, reason)
 
 
 def _init_worker() -> None:
     # Math-Verify warns once per process that its timeout is off; here the pool kills.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-
-
-def _stop(pool: ProcessPool) -> None:
-    pool.stop()
-    pool.join()
-
-
-@atexit.register
-def _shutdown_pool() -> None:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is not None and _POOL_KEY[0] == os.getpid():
-            _stop(_POOL)
-        _POOL = None
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    # The first LaTeX parse of a process loads the ANTLR grammar (about a second, more
+    # on a busy machine): pay it here, outside the first trace's timeout.
+    _parse_cached("$\\frac{1}{2}$", False, "latex,expr")

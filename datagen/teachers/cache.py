@@ -267,7 +267,7 @@ def _salvage_main(argv: list[str]) -> int:
     parser.add_argument("dst", type=Path, help="the new cache file to write (must not exist)")
     args = parser.parse_args(argv)
     try:
-        copied, lost = salvage(args.src, args.dst)
+        copied, lost = salvage(args.src, args.dst, RequestCache)
     except (CacheDamaged, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from datagen.config import ConfigError
 
@@ -85,8 +87,11 @@ def warn_if_cache_lost(path: Path, run_dir: Path) -> bool:
     return True
 
 
-def salvage(src: Path, dst: Path) -> tuple[int, int]:
+def salvage(src: Path, dst: Path, make_cache: Callable[[Path], Any]) -> tuple[int, int]:
     """Copy every readable entry of cache ``src`` into a new cache ``dst``.
+
+    ``make_cache`` opens ``dst`` (``RequestCache``; passed in so that this module
+    does not import the cache, which imports it).
 
     Returns:
         ``(entries copied, row ranges that could not be read)``.
@@ -94,8 +99,6 @@ def salvage(src: Path, dst: Path) -> tuple[int, int]:
     Raises:
         CacheDamaged: Nothing at all can be read (the file header is gone).
     """
-    from datagen.teachers.cache import RequestCache
-
     if dst.exists():
         raise ValueError(f"{dst} exists already; give a new file name")
     try:
@@ -105,7 +108,7 @@ def salvage(src: Path, dst: Path) -> tuple[int, int]:
         raise CacheDamaged(
             f"nothing in {src} can be read ({exc}); delete it to start over"
         ) from None
-    out = RequestCache(dst)
+    out = make_cache(dst)
     copied = lost = 0
     try:
         for lo in range(0, top + 1, _STEP):

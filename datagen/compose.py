@@ -34,6 +34,7 @@ from datagen.config import (
     SamplingConfig,
     SourceConfig,
     VerifierChoice,
+    reject_non_finite,
 )
 from datagen.output import OUTPUTS
 from datagen.stages import STAGES
@@ -72,7 +73,10 @@ def build(cls: type, node: Any, key: str) -> Any:
         schema = OmegaConf.structured(cls)
         _make_writable(schema)
         merged = OmegaConf.merge(schema, node)
-        return OmegaConf.to_object(merged)
+        built = OmegaConf.to_object(merged)
+        if dataclasses.is_dataclass(built):  # every group, its own checks or not
+            reject_non_finite(built, key)
+        return built
     except OmegaConfBaseException as exc:
         full_key = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
         msg = str(exc).splitlines()[0]

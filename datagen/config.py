@@ -10,6 +10,7 @@ teacher's and verifier's dataclass from their declarations), so nothing past
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,29 @@ from datagen.records import DOMAINS
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+def reject_non_finite(obj: Any, section: str) -> None:
+    """Refuse NaN and infinity in any float field of a config dataclass, naming the key.
+
+    Range checks such as ``x <= 0`` are silently true or false for NaN, so every
+    config runs this first; nested dataclasses, lists and dicts are walked.
+    """
+    for f in dataclasses.fields(obj):
+        _check_finite_value(getattr(obj, f.name), f"{section}.{f.name}")
+
+
+def _check_finite_value(value: Any, key: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        reject_non_finite(value, key)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_value(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite_value(v, f"{key}[{i}]")
 
 
 @dataclass(frozen=True)
@@ -49,16 +73,43 @@ class RunConfig:
     ray_gpus_per_actor: float = 0.0
     """GPUs each Ray actor of a stage that declares a GPU need asks for (e.g. 1 for
     ``generate`` with a vLLM teacher, or ``verify`` with a reward model on CUDA)."""
+    max_failed_share: float = 0.5
+    """The run exits non-zero (status 3) when more than this share of the generations
+    failed for good. A run where everything failed always fails (1.0 included)."""
+    max_rejected_share: float = 0.5
+    """The run exits non-zero (status 3) when more than this share of the source rows
+    were rejected as malformed. A source where every row was rejected always fails."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "run")
+        self._check_executor()
+        self._check_sizes()
+        self._check_shares()
+
+    def _check_executor(self) -> None:
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"run.executor must be 'local' or 'ray', got {self.executor!r}")
         if self.ray_concurrency < 1 or self.ray_batch_size < 1:
             raise ConfigError("run.ray_concurrency and run.ray_batch_size must be >= 1")
+        if self.ray_gpus_per_actor < 0:
+            raise ConfigError(f"run.ray_gpus_per_actor must be >= 0, got {self.ray_gpus_per_actor}")
+
+    def _check_sizes(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"run.limit must be >= 1 or null, got {self.limit}")
-        if self.batch_size < 1 or (self.generate_batch_size or 1) < 1:
-            raise ConfigError("run.batch_size and run.generate_batch_size must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"run.batch_size must be >= 1, got {self.batch_size}")
+        if self.generate_batch_size is not None and self.generate_batch_size < 1:
+            raise ConfigError(
+                f"run.generate_batch_size must be >= 1 or null (the teacher's default), "
+                f"got {self.generate_batch_size}"
+            )
+
+    def _check_shares(self) -> None:
+        for key in ("max_failed_share", "max_rejected_share"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"run.{key} must be in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +152,7 @@ class SamplingConfig:
     stop: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "generation")
         if self.n < 1:
             raise ConfigError(f"generation.n must be >= 1, got {self.n}")
         if not 0.0 <= self.temperature <= 5.0:
@@ -115,7 +167,14 @@ class SamplingConfig:
 class PipelineConfig:
     name: str = "math"
     stages: list[str] = field(default_factory=list)
-    """Stage names, in order; see ``datagen.stages.STAGES``."""
+    """Stage names, in order; see ``datagen.stages.STAGES``. Must not be empty."""
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError(
+                "pipeline.stages is empty: nothing would run; list stages, e.g. "
+                "pipeline.stages=[load,dedup,generate,verify,filter,emit], or pick +pipeline=math"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,6 +189,12 @@ class FilterConfig:
     """Set aside samples where one 8-gram line pattern covers more than this share."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "filter")
+        if self.max_completion_tokens is not None and self.max_completion_tokens < 1:
+            raise ConfigError(
+                "filter.max_completion_tokens must be >= 1 or null, "
+                f"got {self.max_completion_tokens}"
+            )
         if not 0.0 < self.max_repeated_ngram_fraction <= 1.0:
             raise ConfigError("filter.max_repeated_ngram_fraction must be in (0, 1]")
 
@@ -207,6 +272,7 @@ class OutputConfig:
     """Title of the Hub dataset (None: the repo name, else the pipeline name)."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "output")
         self._validate_pairs()
         self._validate_lengths()
         self._validate_difficulty()
@@ -284,6 +350,7 @@ class AdaptiveConfig:
     so a prompt does not stop on samples that never reach the outputs."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "adaptive")
         for key in ("min_positives", "min_negatives"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"adaptive.{key} must be >= 0, got {getattr(self, key)}")

@@ -13,9 +13,11 @@ Layout of a run directory::
       rejects.jsonl         malformed input rows, with file, line and reason
       summary.json          the funnel
 
-Each stage's hash covers its own config sections and the hash of the stage
-before it, so changing a late setting (say, the output) reruns only the late
-stages. Within a stage, every finished batch is written (temp, then rename)
+Each stage's hash covers its own config sections, the hash of the stage
+before it and the fingerprint of the data that stage wrote (see
+:mod:`datagen.state`), so changing a late setting (say, the output) reruns
+only the late stages, and a stage that reruns with a different result reruns
+every stage after it. Within a stage, every finished batch is written (temp, then rename)
 before the next begins; a killed run loses at most the batch in flight. A
 stage that streams (``generate`` with an API teacher) is not cut into
 batches: see :mod:`datagen.streaming`.
@@ -42,7 +44,9 @@ from datagen.executors import build_executor
 from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
+from datagen.safetext import dumps_line
 from datagen.stages.base import Stage, StageContext
+from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
 from datagen.streaming import input_order, run_stream
 
 logger = logging.getLogger(__name__)
@@ -78,6 +82,14 @@ class StageResult:
     seconds: float
     skipped: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    """Hash of the kept dataset's files; the next stage's hash covers it."""
+
+
+def _known(entry: dict[str, Any]) -> dict[str, Any]:
+    """A manifest entry's fields that :class:`StageResult` has (older or newer ones dropped)."""
+    names = StageResult.__dataclass_fields__
+    return {k: v for k, v in entry.items() if k in names}
 
 
 class Runner:
@@ -104,15 +116,14 @@ class Runner:
 
     # -- manifest ---------------------------------------------------------------
     def _load_manifest(self) -> dict[str, Any]:
-        path = self.run_dir / MANIFEST
-        if self.config.run.resume and path.exists():
-            return json.loads(path.read_text())
+        if self.config.run.resume:
+            return load_manifest(self.run_dir / MANIFEST)
         return {"stages": {}}
 
     def stage_dir(self, index: int, stage: Stage) -> Path:
         return self.run_dir / "stages" / f"{index:02d}_{stage.name}"
 
-    def _stage_hash(self, stage: Stage, previous: str) -> str:
+    def _stage_hash(self, stage: Stage, previous: str, data_fp: str = "") -> str:
         plain = self.config.as_dict()
         sections = {}
         for key in stage.config_keys:
@@ -120,7 +131,8 @@ class Runner:
             for part in key.split("."):
                 value = value[part]
             sections[key] = value
-        return content_hash(previous, stage.name, sections)
+        # ``data_fp``: the data this stage reads, so a changed input reruns the stage.
+        return content_hash(previous, data_fp, stage.name, sections)
 
     def _stage_config(self, stage: Stage) -> dict[str, Any]:
         """The config sections a stage declared, by (possibly dotted) key."""
@@ -139,17 +151,20 @@ class Runner:
         if not self.config.run.resume and (self.run_dir / "stages").exists():
             shutil.rmtree(self.run_dir / "stages")
         results: list[StageResult] = []
-        previous_hash = "root"
+        previous_hash, previous_fp = "root", ""
         data: datasets.Dataset | None = None
         try:
             for index, stage in enumerate(self.stages):
-                digest = self._stage_hash(stage, previous_hash)
+                digest = self._stage_hash(stage, previous_hash, previous_fp)
                 sdir = self.stage_dir(index, stage)
                 done = manifest["stages"].get(stage.name)
+                finished = None
                 if done and done["hash"] == digest and (sdir / "data").exists():
+                    finished = load_finished(sdir, stage.side_name, done.get("fingerprint"))
+                if finished is not None:
                     logger.info("stage %s: finished earlier, skipping", stage.name)
-                    result = StageResult(**{**done, "skipped": True})
-                    data = datasets.load_from_disk(str(sdir / "data"))
+                    result = StageResult(**{**_known(done), "skipped": True})
+                    data = finished
                 else:
                     data, result = self._run_stage(index, stage, digest, data)
                     manifest["stages"][stage.name] = {
@@ -157,7 +172,7 @@ class Runner:
                     }
                     write_json_atomic(self.run_dir / MANIFEST, manifest)
                 results.append(result)
-                previous_hash = digest
+                previous_hash, previous_fp = digest, result.fingerprint
         finally:
             self.executor.close()
         return results
@@ -223,6 +238,7 @@ class Runner:
             rows_set_aside=len(set_aside),
             seconds=round(time.monotonic() - started, 3),
             stats=self.ctx.stats.get(stage.name, {}),
+            fingerprint=data_fingerprint(sdir / "data"),
         )
         logger.info(
             "stage %s: %d in, %d kept, %d set aside (%.1fs)",
@@ -262,7 +278,7 @@ class Runner:
             shard = partial_dir / f"shard-{b:06d}.parquet"
             shards.append(shard)
             lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
-            if shard.exists():
+            if shard.exists() and shard_ok(shard):
                 bar.update(hi - lo)
                 continue
             rows = pa.table({}) if data is None else data.with_format("arrow")[lo:hi]
@@ -280,5 +296,5 @@ class Runner:
             return
         with open(self.run_dir / "rejects.jsonl", "a", encoding="utf-8") as fh:
             for rej in self.ctx.rejects:
-                fh.write(json.dumps(rej, ensure_ascii=False) + "\n")
+                fh.write(dumps_line(rej) + "\n")  # one line each, whatever the row holds
         self.ctx.rejects.clear()

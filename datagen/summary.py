@@ -29,7 +29,8 @@ def build_summary(
 ) -> dict[str, Any]:
     """Summarise a finished run (also written to RUN_DIR/summary.json)."""
     rejects = run_dir / "rejects.jsonl"
-    malformed = len(rejects.read_text(encoding="utf-8").splitlines()) if rejects.exists() else 0
+    # One record per "\n": str.splitlines() would also split at U+2028 inside a record.
+    malformed = rejects.read_bytes().count(b"\n") if rejects.exists() else 0
     by_name = {r.name: r for r in results}
     summary: dict[str, Any] = {"malformed_rows": malformed}
     declared = {r.name: STAGES[r.name] for r in results if r.name in STAGES}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from datagen.output.publish import (
 )
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
+from datagen.safetext import redact_config
 from datagen.sources import resolve_path
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 
@@ -50,10 +52,9 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         f"token_counter:{ocfg.tokenizer}", lambda: TokenCounter.from_spec(ocfg.tokenizer)
     )
     outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
-    config = ctx.config.as_dict()
+    config = redact_config(ctx.config.as_dict())  # cards are published: no URL credentials
     out_dir = Path(ctx.run_dir) / ocfg.dir
-    if out_dir.exists():
-        shutil.rmtree(out_dir)  # outputs are derived: rebuild them whole
+    final_dir, out_dir = out_dir, staging_dir(out_dir)  # built aside, swapped in whole
     overall = pass_rate_summary(batch, ocfg.difficulty_edges)
     notes = [
         note(config)
@@ -75,7 +76,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             config,
             {name: f"{name}.parquet"},  # named like the output, so load_dataset(folder, name)
             title=name,
-            load_path=display_path(folder),
+            load_path=display_path(final_dir / name),  # where it will be
             local=True,
             **card_args,
         )
@@ -94,6 +95,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             if token is not None:
                 raise ValueError("output.push_to_hub: every output is empty, nothing to upload")
             logger.warning("output.dry_run: every output is empty, no hub folder written")
+            swap_in(out_dir, final_dir)
             return batch
         title = ocfg.pretty_name or ocfg.repo_id or f"datagen {ctx.config.pipeline.name}"
         card = render_card(
@@ -102,7 +104,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             hub_data_files(listed),
             title=title,
             pretty_name=title,
-            load_path=ocfg.repo_id or display_path(out_dir / HUB_FOLDER),
+            load_path=ocfg.repo_id or display_path(final_dir / HUB_FOLDER),
             local=ocfg.repo_id is None,
             not_included=empty,
             **card_args,
@@ -110,16 +112,44 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         folder = write_hub_folder(listed, out_dir / HUB_FOLDER, card)
         write_license(folder, hub, ocfg.license, config)
         ctx.count("emit", "hub_folder_written")
+        swap_in(out_dir, final_dir)
         if token is not None and ocfg.repo_id is not None:
             push_folder(
-                folder,
+                final_dir / HUB_FOLDER,
                 ocfg.repo_id,
                 private=ocfg.private,
                 token=token,
                 commit_message=f"datagen: {ctx.config.pipeline.name} outputs",
             )
             ctx.count("emit", "pushed_to_hub")
+        return batch
+    swap_in(out_dir, final_dir)
     return batch
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """An empty ``.NAME.incoming`` folder beside ``out_dir`` (a killed emit's leftovers removed)."""
+    staging = out_dir.with_name(f".{out_dir.name}.incoming")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``staging`` with two renames: readers see old or new outputs, whole.
+
+    A kill between the two renames leaves no ``out_dir`` (and ``.NAME.old``): never a
+    mix; the next run's emit rebuilds it.
+    """
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def display_path(folder: Path) -> str:

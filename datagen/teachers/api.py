@@ -22,12 +22,15 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError as FutureCancelled
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from datagen.config import ConfigError, SamplingConfig
+from datagen.config import ConfigError, SamplingConfig, reject_non_finite
+from datagen.safetext import redact_url, safe_message
 from datagen.teachers.base import (
     Completion,
     PriceConfig,
@@ -71,6 +74,14 @@ class OpenAITeacherConfig:
     """Cap, in seconds, on one backoff wait."""
     retry_after_max: float = 600.0
     """Cap, in seconds, on a wait the server asks for with ``Retry-After``."""
+    stall_timeout: float | None = None
+    """Stop the stage when no response has arrived for this many seconds while requests
+    are in flight (a server that accepts connections but never answers). None:
+    ``timeout`` + 60; 0: never."""
+    unreachable_after: float = 20.0
+    """Stop the stage when every attempt for this many seconds ended in a refused or
+    failed connection (the server is down); 0: retry as for any transient failure.
+    A host name that does not resolve stops the stage at once."""
     max_consecutive_failures: int = 50
     """Stop the stage when this many requests in a row failed after all retries
     (the endpoint is down, not flaky); 0: never stop."""
@@ -93,8 +104,11 @@ class OpenAITeacherConfig:
     and sampling); None: only responses this backend and base_url produced are reused."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "teacher")
         self._check_required()
+        self._check_url()
         self._check_ranges()
+        self._check_waits()
 
     def _check_required(self) -> None:
         if not self.model:
@@ -102,9 +116,21 @@ class OpenAITeacherConfig:
                 "teacher.model is required for teacher=openai: the name the server "
                 "serves, e.g. teacher.model=deepseek-reasoner"
             )
+
+    def _check_url(self) -> None:
+        shown = redact_url(self.base_url)
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"teacher.base_url must start with http:// or https://, got {self.base_url!r}"
+                f"teacher.base_url must start with http:// or https://, got {shown!r}"
+            )
+        try:
+            parts = urlsplit(self.base_url)
+            host, _ = parts.hostname, parts.port  # .port raises on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"teacher.base_url is not a valid URL ({exc}): {shown!r}") from None
+        if not host:
+            raise ConfigError(
+                f"teacher.base_url has no host name: {shown!r}; e.g. http://127.0.0.1:8000/v1"
             )
 
     def _check_ranges(self) -> None:
@@ -119,6 +145,27 @@ class OpenAITeacherConfig:
         if self.backoff_initial < 0 or self.backoff_max < self.backoff_initial:
             raise ConfigError("teacher.backoff_initial must be >= 0 and <= teacher.backoff_max")
 
+    def _check_waits(self) -> None:
+        if self.retry_after_max < 0:
+            raise ConfigError(
+                f"teacher.retry_after_max must be >= 0 seconds, got {self.retry_after_max}"
+            )
+        if self.stall_timeout is not None and self.stall_timeout < 0:
+            raise ConfigError(
+                "teacher.stall_timeout must be >= 0 seconds (0: never) or null, "
+                f"got {self.stall_timeout}"
+            )
+        if self.unreachable_after < 0:
+            raise ConfigError(
+                "teacher.unreachable_after must be >= 0 seconds (0: never), "
+                f"got {self.unreachable_after}"
+            )
+
+    @property
+    def stall_seconds(self) -> float:
+        """The stall limit in effect (``stall_timeout``, or ``timeout`` + 60 when None)."""
+        return self.timeout + 60.0 if self.stall_timeout is None else self.stall_timeout
+
 
 def read_api_key(cfg: OpenAITeacherConfig) -> str:
     """The key from the environment variable ``cfg.api_key_env`` names ("EMPTY" if None)."""
@@ -131,6 +178,34 @@ def read_api_key(cfg: OpenAITeacherConfig) -> str:
             f"export it, or set teacher.api_key_env=null for a server without a key"
         )
     return key
+
+
+@dataclass
+class _RetryLog:
+    """INFO lines that summarise retries while they happen (at most one per ``every`` s)."""
+
+    every: float = 10.0
+    last: str = ""
+    _since: int = 0
+    _logged_at: float = -1e9
+
+    def note(self, reason: str, teacher: OpenAITeacher) -> None:
+        self.last = reason
+        self._since += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.every:
+            return
+        logger.info(
+            "openai teacher: %d retr%s since the last report (%d in all, %d HTTP requests, "
+            "%d failed for good); last: %s",
+            self._since,
+            "y" if self._since == 1 else "ies",
+            teacher.retries,
+            teacher.http_requests,
+            teacher.failed,
+            reason,
+        )
+        self._since, self._logged_at = 0, now
 
 
 @dataclass
@@ -158,6 +233,12 @@ class OpenAITeacher(Teacher):
         self._consecutive_failures = 0
         """Requests in a row that failed after all retries, across batches."""
         self._warned_n = False
+        self._last_answer = time.monotonic()
+        """When the last response arrived (or the current batch started): the stall clock."""
+        self._connect_failing_since: float | None = None
+        """Start of the current run of attempts that could not even connect."""
+        self._retry_log = _RetryLog()
+        self._url = redact_url(cfg.base_url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="datagen-openai-teacher", daemon=True
@@ -218,6 +299,7 @@ class OpenAITeacher(Teacher):
             self._run(requests, groups, sampling, results), self._loop
         )
         remaining = len(requests)
+        self._last_answer = time.monotonic()
         try:
             while remaining:
                 try:
@@ -226,6 +308,7 @@ class OpenAITeacher(Teacher):
                     if future.done():
                         future.result()  # re-raise a crash of the loop side
                         raise RuntimeError("openai teacher: the request loop ended early") from None
+                    self._check_stall(remaining)
                     continue
                 if isinstance(item, BaseException):
                     raise item
@@ -329,11 +412,14 @@ class OpenAITeacher(Teacher):
                 verdict = classify(exc)
             else:
                 self._consecutive_failures = 0
+                self._connect_failing_since = None
+                self._last_answer = time.monotonic()
                 return completions
-            reason = self._redact(verdict.reason)
+            reason = safe_message(self._redact(verdict.reason))
             if verdict.action == "fatal":
-                state.fatal = TeacherFatalError(f"teacher=openai at {self.cfg.base_url}: {reason}")
+                state.fatal = TeacherFatalError(f"teacher=openai at {self._url}: {reason}")
                 raise state.fatal
+            self._check_unreachable(verdict.kind, reason, state)
             if verdict.action == "fail":
                 return reason
             if attempt == self.cfg.max_retries:
@@ -346,17 +432,48 @@ class OpenAITeacher(Teacher):
                 )
             self.retries += 1
             logger.debug("retry %d in %.2fs after %s", attempt + 1, delay, reason)
+            self._retry_log.note(reason, self)
             await asyncio.sleep(delay)
         self._consecutive_failures += 1
         limit = self.cfg.max_consecutive_failures
         if limit and self._consecutive_failures >= limit:
             state.fatal = TeacherFatalError(
-                f"teacher=openai at {self.cfg.base_url}: {limit} requests in a row failed after "
+                f"teacher=openai at {self._url}: {limit} requests in a row failed after "
                 f"{self.cfg.max_retries} retries each (last: {reason}); is the server up? "
                 f"Finished samples are cached: rerun to resume."
             )
             raise state.fatal
         return f"gave up after {self.cfg.max_retries + 1} attempts: {reason}"
+
+    def _check_stall(self, remaining: int) -> None:
+        """Stop when no response has arrived for ``teacher.stall_timeout`` seconds."""
+        limit = self.cfg.stall_seconds
+        quiet = time.monotonic() - self._last_answer
+        if limit and quiet > limit:
+            raise TeacherFatalError(
+                f"teacher=openai at {self._url}: no response for {quiet:.0f}s with {remaining} "
+                f"sample(s) outstanding ({self.retries} retries, last: "
+                f"{self._retry_log.last or 'none'}): the server accepts connections but does not "
+                "answer. Check it, or raise teacher.stall_timeout if answers take longer. "
+                "Finished samples are cached: rerun to resume."
+            )
+
+    def _check_unreachable(self, kind: str, reason: str, state: _RunState) -> None:
+        """Stop when attempts have failed to connect for ``teacher.unreachable_after`` seconds."""
+        if kind != "connect":
+            self._connect_failing_since = None
+            return
+        now = time.monotonic()
+        if self._connect_failing_since is None:
+            self._connect_failing_since = now
+        limit = self.cfg.unreachable_after
+        if limit and now - self._connect_failing_since >= limit:
+            state.fatal = TeacherFatalError(
+                f"teacher=openai at {self._url}: no connection could be opened for "
+                f"{now - self._connect_failing_since:.0f}s ({reason}): is the server running? "
+                "Finished samples are cached: rerun to resume."
+            )
+            raise state.fatal
 
     def _redact(self, text: str) -> str:
         if self._api_key and self._api_key != "EMPTY":

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from datagen.config import ConfigError, SamplingConfig
+from datagen.config import ConfigError, SamplingConfig, reject_non_finite
 from datagen.records import Problem, Sample, content_hash
 from datagen.teachers.cache import RequestCache
 
@@ -81,6 +81,7 @@ class PriceConfig:
     """USD per million completion (output) tokens, reasoning tokens included."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "teacher.price")
         if self.prompt_per_million < 0 or self.completion_per_million < 0:
             raise ConfigError("teacher.price.*_per_million must be >= 0")
 

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from datagen.teachers.cache_repair import CacheDamaged, damaged_message, salvage
+
 logger = logging.getLogger(__name__)
 
 _SCHEMA = (
@@ -48,6 +50,7 @@ class RequestCache:
 
     Args:
         path: The SQLite file (created with its folder if missing).
+        check: Also read every page to find damage (:class:`CacheDamaged` names the fix).
 
     >>> import tempfile, pathlib
     >>> cache = RequestCache(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite")
@@ -57,18 +60,16 @@ class RequestCache:
     (1, 1, 1)
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, check: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a commit survives the process being killed (kill -9);
-        # only a power cut can lose the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
-        self._db.commit()
+        try:
+            self._open(check)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CacheDamaged(damaged_message(self.path, str(exc))) from None
         self.legacy_entries = self._check_key_format()
         """Entries stored under an older key format: kept in the file, never matched."""
         self.hits = 0
@@ -77,6 +78,25 @@ class RequestCache:
         """Lookups this process had to send to the teacher."""
         self.writes = 0
         self._flushed = (0, 0)
+
+    def _open(self, check: bool) -> None:
+        """Set the journal mode, check the file (every page when ``check``), create the tables.
+
+        A file that is not a database fails at the first statement; a damaged page
+        only under ``check`` (``PRAGMA quick_check`` reads the whole file, so the run's
+        preflight does it once rather than every open).
+        """
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives the process being killed (kill -9);
+        # only a power cut can lose the last commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        if check:
+            problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(problem)
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._db.commit()
 
     def _check_key_format(self) -> int:
         """Stamp a new file with :data:`KEY_FORMAT`; warn about entries of an older format.
@@ -211,7 +231,10 @@ class RequestCache:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print a cache file's statistics as JSON."""
+    """CLI: print a cache file's statistics as JSON; ``salvage SRC DST`` copies one out."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["salvage"]:
+        return _salvage_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m datagen.teachers.cache", description="Inspect a teacher request cache."
     )
@@ -222,12 +245,33 @@ def main(argv: list[str] | None = None) -> int:
     if not args.path.exists():
         print(f"no such cache file: {args.path}", file=sys.stderr)
         return 2
-    cache = RequestCache(args.path)
+    try:
+        cache = RequestCache(args.path, check=True)
+    except CacheDamaged as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stats = cache.stats()
     cache.close()
     for key in ("hits", "misses"):  # this process looked nothing up
         stats.pop(key)
     print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _salvage_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m datagen.teachers.cache salvage",
+        description="Copy every readable entry of a damaged cache into a new file.",
+    )
+    parser.add_argument("src", type=Path, help="the damaged cache file")
+    parser.add_argument("dst", type=Path, help="the new cache file to write (must not exist)")
+    args = parser.parse_args(argv)
+    try:
+        copied, lost = salvage(args.src, args.dst, RequestCache)
+    except (CacheDamaged, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(json.dumps({"copied": copied, "unreadable_ranges": lost, "to": str(args.dst)}))
     return 0
 
 

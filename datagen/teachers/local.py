@@ -44,6 +44,8 @@ class LocalTeacherConfig:
     def __post_init__(self) -> None:
         if self.n_ctx < 256:
             raise ConfigError(f"teacher.n_ctx must be >= 256, got {self.n_ctx}")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise ConfigError(f"teacher.n_threads must be >= 1 or null, got {self.n_threads}")
 
 
 def bundled_gguf() -> Path:

@@ -43,6 +43,9 @@ class Verdict:
     """Short, loggable description (never contains the API key)."""
     retry_after: float | None = None
     """Seconds the server asked us to wait, if it said."""
+    kind: str = ""
+    """``"connect"`` when no connection could be opened (refused, reset, no route): the
+    client stops after ``teacher.unreachable_after`` seconds of only these."""
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -121,12 +124,46 @@ def classify(exc: BaseException) -> Verdict:
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = f" ({type(cause).__name__})" if cause is not None else ""
-        return Verdict("retry", f"connection error{detail}")
+        connect = _connect_failure(exc)
+        if connect == "dns":
+            return Verdict("fatal", f"the host name in teacher.base_url does not resolve{detail}")
+        return Verdict("retry", f"connection error{detail}", kind=connect or "")
     if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
         return Verdict("retry", f"malformed response: {type(exc).__name__}")
     if isinstance(exc, MalformedResponse):
         return Verdict("retry", f"malformed response: {exc}")
     return Verdict("retry", f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+_DNS_WORDS = (
+    "name or service not known",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+    "no address associated",
+    "getaddrinfo failed",
+)
+
+
+def _connect_failure(exc: BaseException) -> str | None:
+    """``"dns"`` or ``"connect"`` when the connection could not be opened at all, else None."""
+    import socket
+
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    connect = False
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        text = str(node).lower()
+        if isinstance(node, socket.gaierror) or any(w in text for w in _DNS_WORDS):
+            return "dns"
+        name = type(node).__name__
+        if (
+            isinstance(node, (ConnectionRefusedError, ConnectionResetError))
+            or name == "ConnectError"
+        ):
+            connect = True
+        node = node.__cause__ or node.__context__
+    return "connect" if connect else None
 
 
 class MalformedResponse(ValueError):

@@ -1,0 +1,102 @@
+"""Checks that need a resource, run once before the first stage.
+
+The config dataclasses check values on their own (``__post_init__``); what
+they cannot see is the world: whether the API key variable is set, the
+tokenizer loads, the source's first rows have the named fields, the request
+cache is readable. Each check here would otherwise fail only after paid
+generation, or never.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from datagen.config import ConfigError, DatagenConfig
+from datagen.stages.base import Stage
+
+logger = logging.getLogger(__name__)
+
+GENERATING = ("generate", "generate_adaptive")
+SAMPLE_ROWS = 20
+"""Source rows looked at to check that the named fields exist."""
+
+
+def preflight(config: DatagenConfig, stages: list[Stage], run_dir: Path) -> None:
+    """Raise :class:`ConfigError` (one line, naming the key) for the first problem found."""
+    names = [s.name for s in stages]
+    if not names:
+        raise ConfigError("pipeline.stages is empty: nothing would run")
+    check_rank_rules(config, names)
+    if any(n in GENERATING for n in names):
+        check_api_key(config.teacher)
+        check_request_cache(config, run_dir)
+    if "emit" in names and config.output.tokenizer is not None:
+        from datagen.output.tokens import load_tokenizer
+
+        load_tokenizer(config.output.tokenizer)
+    if "load" in names:
+        check_source_fields(config)
+
+
+def check_rank_rules(config: DatagenConfig, names: list[str]) -> None:
+    """A rank rule needs every sample of a prompt at once: stage ``verify_groups``."""
+    if "verify" not in names:
+        return
+    from datagen.stages.verify import rank_rule_users
+
+    ranked = rank_rule_users(config.verifier)
+    if ranked:
+        raise ConfigError(
+            f"{', '.join(ranked)} rank(s) the samples of each prompt against each other: "
+            "list verify_groups instead of verify in pipeline.stages (or use rule=threshold)"
+        )
+
+
+def check_api_key(teacher: Any) -> None:
+    """The variable ``teacher.api_key_env`` names must be set (when the teacher takes a key)."""
+    env = getattr(teacher, "api_key_env", None)
+    if env is not None and not os.environ.get(env):
+        raise ConfigError(
+            f"teacher.api_key_env: the environment variable {env} is not set; export it, "
+            "or set teacher.api_key_env=null for a server without a key"
+        )
+
+
+def check_source_fields(config: DatagenConfig) -> None:
+    """The first rows of the source must hold ``source.prompt_field`` (and the reference field)."""
+    from datagen.sources import iter_raw_rows
+
+    src = config.source
+    rows: list[dict[str, Any]] = []
+    for _, _, row in iter_raw_rows(src):
+        if isinstance(row, dict):
+            rows.append(row)
+        if len(rows) >= SAMPLE_ROWS:
+            break
+    if not rows:
+        return  # nothing readable up front: the load stage reports each row
+    seen = sorted({k for r in rows for k in r})
+    for key, name in (("prompt_field", src.prompt_field), ("reference_field", src.reference_field)):
+        if name is not None and not any(name in r for r in rows):
+            raise ConfigError(
+                f"source.{key}={name!r}: no such field in the first {len(rows)} rows of "
+                f"{src.path}; fields there: {seen}"
+            )
+
+
+def check_request_cache(config: DatagenConfig, run_dir: Path) -> None:
+    """Open the teacher's request cache once (a damaged file fails here, with the fix)."""
+    from datagen.teachers import TEACHERS, default_cache_path
+    from datagen.teachers.cache import RequestCache
+    from datagen.teachers.cache_repair import warn_if_cache_lost
+
+    spec = TEACHERS.get(config.teacher.name)
+    if spec is None or not spec.uses_cache:
+        return
+    path = default_cache_path(config.teacher, run_dir)
+    warn_if_cache_lost(path, run_dir)
+    if path.exists():
+        RequestCache(path, check=True).close()

@@ -81,10 +81,11 @@ def test_math_reward_agrees_with_qwen_labels_on_real_traces():
 
 def test_a_grading_timeout_is_no_reward_rather_than_zero():
     # Past timeout_s the worker is killed (verifiers.math's hard limit): unverifiable.
-    # The answer needs SymPy (a plain number equal to the reference is settled without it).
-    config = MathVerifyConfig(timeout_s=1e-6, workers=1)
+    # (10^7)! is evaluated exactly by SymPy: minutes of CPU, so a 1 s limit always stops it
+    # (a microsecond limit did not: a warm worker can finish a small parse first).
+    config = MathVerifyConfig(timeout_s=1.0, workers=1)
     rewards, logged = trl_call(
-        functools.partial(math_reward, config=config), [r"\boxed{\sqrt{4}}"] * 3, answer=["2"] * 3
+        functools.partial(math_reward, config=config), [r"\boxed{(10^{7})!}"] * 3, answer=["1"] * 3
     )
     assert rewards == [None, None, None]
     assert logged["math_outcome"] == ["unverifiable: timeout"] * 3

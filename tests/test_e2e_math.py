@@ -22,6 +22,7 @@ from datagen.__main__ import run
 from datagen.compose import resolve_config
 from datagen.output.builders import PAIR_FEATURES, SFT_FEATURES
 from verifiers.math import verify as math_verify
+from verifiers.math_extract import restates_prompt
 
 from .conftest import ROOT, assert_funnel_adds_up, compose
 
@@ -174,3 +175,19 @@ def test_kill_9_mid_generation_then_rerun_regenerates_nothing_written(source, tm
     gen = datasets.load_from_disk(str(run_dir / "stages" / "03_generate" / "data"))
     keys = set(gen["request_key"])
     assert set(before) <= keys and len(keys) == total
+
+
+def test_no_positive_answer_restates_the_prompt(finished_run):
+    """Issue 18: on the real embedded teacher, no positive's graded answer is an
+    unevaluated copy of the problem's expression (``\\binom{9}{8}`` for "Compute
+    $\\dbinom{9}{8}$")."""
+    run_dir, _ = finished_run
+    samples = datasets.load_from_disk(str(sorted((run_dir / "stages").glob("*_emit"))[0] / "data"))
+    positives = [s for s in samples if s["passed"] is True]
+    assert positives
+    for s in positives:
+        prompt = " ".join(m["content"] for m in s["messages"] if m["role"] == "user")
+        for verdict in s["verdicts"]:
+            extracted = json.loads(verdict["details"]).get("extracted")
+            assert extracted, verdict
+            assert not restates_prompt(extracted, prompt, s["reference"]), (extracted, prompt)

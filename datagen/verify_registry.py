@@ -27,6 +27,7 @@ from datagen.config import ConfigError, SamplingConfig, VerifierChoice
 from datagen.context import StageContext
 from datagen.records import Problem, Sample, content_hash
 from datagen.records import Verdict as RecordVerdict
+from datagen.registry import declare
 from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
 from datagen.teachers.cache import RequestCache
 from verifiers import code as code_verifier
@@ -91,10 +92,7 @@ VERIFIERS: dict[str, VerifierSpec] = {}
 
 def register_verifier(spec: VerifierSpec) -> VerifierSpec:
     """Declare a verifier; a second one of the same name is refused."""
-    if spec.name in VERIFIERS and VERIFIERS[spec.name] != spec:
-        raise ValueError(f"verifier {spec.name!r} is declared twice")
-    VERIFIERS[spec.name] = spec
-    return spec
+    return declare(VERIFIERS, "verifier", spec)
 
 
 def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:

@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 
 from datagen.records import MESSAGES, Sample
+from datagen.registry import declare
 from verifiers.types import render_response
 
 TRL_KEYS: frozenset[str] = frozenset(
@@ -244,7 +245,4 @@ def register_output(spec: OutputSpec) -> OutputSpec:
     """Declare an output; a second one of the same name is refused."""
     if spec.kind not in FORMATS:
         raise ValueError(f"output {spec.name!r}: unknown kind {spec.kind!r}; use {list(FORMATS)}")
-    if spec.name in OUTPUTS and OUTPUTS[spec.name] != spec:
-        raise ValueError(f"output {spec.name!r} is declared twice")
-    OUTPUTS[spec.name] = spec
-    return spec
+    return declare(OUTPUTS, "output", spec)

@@ -18,6 +18,7 @@ from typing import Any
 
 from datagen.config import DatagenConfig
 from datagen.context import StageContext, merge_stats
+from datagen.registry import declare
 
 __all__ = ["STAGES", "Stage", "StageContext", "merge_stats", "register_stage"]
 
@@ -81,7 +82,4 @@ STAGES: dict[str, Stage] = {}
 
 def register_stage(stage: Stage) -> Stage:
     """Declare ``stage``; a second stage of the same name is refused."""
-    if stage.name in STAGES and STAGES[stage.name] is not stage:
-        raise ValueError(f"stage {stage.name!r} is declared twice")
-    STAGES[stage.name] = stage
-    return stage
+    return declare(STAGES, "stage", stage)

@@ -18,6 +18,7 @@ from typing import Any
 
 from datagen.config import ConfigError, SamplingConfig, reject_non_finite
 from datagen.records import Problem, Sample, content_hash
+from datagen.registry import declare
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -452,7 +453,4 @@ TEACHERS: dict[str, TeacherSpec] = {}
 
 def register_teacher(spec: TeacherSpec) -> TeacherSpec:
     """Declare a teacher; a second one of the same name is refused."""
-    if spec.name in TEACHERS and TEACHERS[spec.name] != spec:
-        raise ValueError(f"teacher {spec.name!r} is declared twice")
-    TEACHERS[spec.name] = spec
-    return spec
+    return declare(TEACHERS, "teacher", spec)

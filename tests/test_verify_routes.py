@@ -173,8 +173,11 @@ def test_one_call_per_route_not_per_row(tmp_path, monkeypatch):
 
         monkeypatch.setitem(VERIFIERS, name, dataclasses.replace(spec, verify_batch=counted))
     samples = generated() + generated()  # two rows of every problem
+    moved = [s for s in samples if s.problem_id == "s1"][1]
+    moved.verifier = "math"  # a row naming the default route joins that route's call
     run(resolve_config(compose(*ROUTED)), tmp_path, samples)
-    assert sorted(calls) == [("choice", 2), ("code", 2), ("math", 4), ("precomputed", 2)]
+    assert sorted(calls) == [("choice", 1), ("code", 2), ("math", 5), ("precomputed", 2)]
+    assert moved.verdicts[-1].verifier == "math" and moved.verdicts[-1].details["route"] == "math"
 
 
 def test_without_routes_the_one_verifier_grades_every_row_as_before(tmp_path):

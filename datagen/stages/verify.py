@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from datagen import progress
-from datagen.config import ConfigError, DatagenConfig, VerifierChoice, VerifyConfig
+from datagen.config import ANY_ROUTE, ConfigError, DatagenConfig, VerifierChoice, VerifyConfig
 from datagen.outcomes import UNROUTED
 from datagen.records import Sample, Verdict
 from datagen.stages.base import Stage, StageContext, register_stage
@@ -96,18 +96,19 @@ def run_routes(
     """
     if not batch:
         return batch
-    groups: dict[tuple[str, bool], list[int]] = {}
-    for i, sample in enumerate(batch):
-        groups.setdefault(route_of(sample), []).append(i)
-    for (key, overridden), rows in groups.items():
+    routed = bool(routes.routes) or routes.default_route != ANY_ROUTE
+    groups: dict[tuple[str, bool], tuple[VerifierChoice | None, list[Sample]]] = {}
+    for sample in batch:
+        key, overridden = route_of(sample)
         choice = routes.choice(key, overridden, default)
-        part = [batch[i] for i in rows]
+        # A row naming a configured route shares the call of that route's other rows.
+        group = groups.setdefault((key, overridden and choice is None), (choice, []))
+        group[1].append(sample)
+    for (key, overridden), (choice, part) in groups.items():
         if choice is None:
             unrouted(part, ctx, key, overridden, stage=stage)
         else:
-            run_verification(part, ctx, choice, stage=stage, route=key if routes.routes else None)
-    graded = [s.passed for s in batch if s.passed is not None]
-    progress.record(ctx, samples=len(batch), graded=len(graded), passed=sum(graded))
+            run_verification(part, ctx, choice, stage=stage, route=key if routed else None)
     return batch
 
 
@@ -122,6 +123,7 @@ def unrouted(
         sample.passed = None
         ctx.count(stage, "unverifiable")
         ctx.count(stage, "no_verifier")
+    progress.record(ctx, samples=len(batch), graded=0, passed=0)
 
 
 def run_verification(
@@ -145,6 +147,7 @@ def run_verification(
             sample.verdicts.append(to_record(res, route=route))
             sample.passed = res.passed
             ctx.count(stage, OUTCOMES[res.passed])
+        _record_progress(batch, ctx)
         return batch
 
     rule = choice.options
@@ -170,7 +173,13 @@ def run_verification(
             ctx.count(stage, f"{vote.verifier}_{OUTCOMES[vote.passed]}")
         if combined.details["disagree"]:
             ctx.count(stage, "disagreements")
+    _record_progress(batch, ctx)
     return batch
+
+
+def _record_progress(batch: list[Sample], ctx: StageContext) -> None:
+    graded = [s.passed for s in batch if s.passed is not None]
+    progress.record(ctx, samples=len(batch), graded=len(graded), passed=sum(graded))
 
 
 def to_record(res: Result, label: str | None = None, *, route: str | None = None) -> Verdict:

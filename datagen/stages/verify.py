@@ -60,7 +60,8 @@ def verify_groups(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]
 
 def rank_rule_users(choice: VerifierChoice, routes: VerifyConfig | None = None) -> list[str]:
     """Config keys of the verifiers in ``choice`` (and ``routes``) that use a rank rule."""
-    groups = [("verifier", choice)]
+    idle = routes is not None and routes.default_route is None  # ``verifier`` grades nothing
+    groups = [] if idle else [("verifier", choice)]
     groups += [(f"verify.routes.{k}", c) for k, c in (routes.routes if routes else {}).items()]
     found = []
     for key, group in groups:

@@ -34,6 +34,7 @@ from datagen.config import (
     SamplingConfig,
     SourceConfig,
     VerifierChoice,
+    VerifyConfig,
     reject_non_finite,
 )
 from datagen.output import OUTPUTS
@@ -143,6 +144,22 @@ def _build_members(registry: dict[str, type], members: Any, key: str) -> tuple[V
     return tuple(built)
 
 
+def build_verify(registry: dict[str, type], node: Any, key: str = "verify") -> VerifyConfig:
+    """Build ``verify``: each entry of ``routes`` is a verifier group of its own."""
+    node = dict(node or {})
+    routes = node.pop("routes", None) or {}
+    if not isinstance(routes, dict):
+        raise ConfigError(
+            f"{key}.routes must map route keys to verifier groups, e.g. "
+            "routes: {code: {name: code}}, got " + repr(routes)
+        )
+    built = {
+        str(route): build_verifier(registry, group, f"{key}.routes.{route}")
+        for route, group in routes.items()
+    }
+    return dataclasses.replace(build(VerifyConfig, node, key), routes=built)  # checks again
+
+
 def build_named(registry: dict[str, type], node: Any, key: str) -> Any:
     """Build the dataclass that ``node.name`` selects from ``registry``."""
     name = node.get("name") if node is not None else None
@@ -181,7 +198,11 @@ def register_defaults() -> None:
     store = ConfigStore.instance()
     store.store(
         name="datagen_defaults",
-        node={"run": schema_defaults(RunConfig), "generation": schema_defaults(SamplingConfig)},
+        node={
+            "run": schema_defaults(RunConfig),
+            "generation": schema_defaults(SamplingConfig),
+            "verify": schema_defaults(VerifyConfig),
+        },
     )
     groups = {key: CORE_SECTIONS[key] for key in ("source", "filter", "output", "adaptive")}
     for group, cls in {**groups, **stage_sections()}.items():
@@ -252,7 +273,7 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
     raw.pop("hydra", None)
     _check_renamed(raw)
     declared = stage_sections()
-    known = {"teacher", "verifier", *CORE_SECTIONS, *declared}
+    known = {"teacher", "verifier", "verify", *CORE_SECTIONS, *declared}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s): {unknown}; known: {sorted(known)}")
@@ -263,6 +284,7 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
         {name: spec.config_cls for name, spec in TEACHERS.items()}, raw.get("teacher"), "teacher"
     )
     built["verifier"] = build_verifier(verifier_config_classes(), raw.get("verifier"), "verifier")
+    built["verify"] = build_verify(verifier_config_classes(), raw.get("verify"))
     fields = {f.name for f in dataclasses.fields(DatagenConfig)}
     extra = {}
     for key, cls in declared.items():

@@ -366,6 +366,63 @@ class AdaptiveConfig:
             )
 
 
+ANY_ROUTE = "*"
+"""``verify.default_route`` of a single-verifier run: ``verifier`` grades every row that
+no route of ``verify.routes`` takes."""
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Which verifier grades which rows: the route of a row is its ``verifier`` override,
+    else its domain (see docs/verifiers.md, "Verifiers by domain").
+
+    A row whose route has no verifier gets an unverifiable verdict (``no verifier for
+    domain X``); it is never passed.
+    """
+
+    routes: dict[str, Any] = field(default_factory=dict)
+    """Route key (a domain, or a name rows pick with their ``verifier`` override) ->
+    a verifier group of its own, e.g. ``{code: {name: code}}``, or from a
+    ``conf/verifier`` file: ``+verifier@verify.routes.code=code``. Built into a
+    :class:`VerifierChoice` per key."""
+    default_route: str | None = ANY_ROUTE
+    """The route the top-level ``verifier`` group serves: ``*`` (every row that no
+    entry of ``routes`` takes and that names no route of its own: a one-domain
+    pipeline), a route key such as ``math`` (only those rows), or null (none: only
+    ``routes`` grade)."""
+
+    def __post_init__(self) -> None:
+        for key in self.routes:
+            if not isinstance(key, str) or not key or key == ANY_ROUTE:
+                raise ConfigError(f"verify.routes: bad route key {key!r}; use a domain or a name")
+        if self.default_route in self.routes:
+            raise ConfigError(
+                f"verify.default_route={self.default_route} is also in verify.routes: two "
+                "verifiers for one route; drop one, or set verify.default_route to another key"
+            )
+
+    def choice(self, key: str, overridden: bool, default: VerifierChoice) -> VerifierChoice | None:
+        """The verifier of route ``key`` (None: none configured).
+
+        Args:
+            key: The row's route key (its override, else its domain).
+            overridden: The row named the key itself: ``*`` does not catch it.
+            default: The top-level ``verifier`` group.
+        """
+        if key in self.routes:
+            return self.routes[key]
+        if self.default_route == key or (self.default_route == ANY_ROUTE and not overridden):
+            return default
+        return None
+
+    def keys(self) -> set[str]:
+        """Every route key a row's ``verifier`` override may name."""
+        keys = set(self.routes)
+        if self.default_route not in (None, ANY_ROUTE):
+            keys.add(self.default_route)
+        return keys
+
+
 @dataclass(frozen=True)
 class DatagenConfig:
     """The resolved configuration of one run."""
@@ -383,6 +440,8 @@ class DatagenConfig:
     output: OutputConfig
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     """Used by the ``generate_adaptive`` stage only."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    """Verifiers by route (domain); ``verifier`` is the default route's."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Sections that plug-in stages declare (``Stage.sections``), by top-level key."""
 

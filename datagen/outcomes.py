@@ -19,6 +19,10 @@ import datasets
 
 GENERATION_STAGES = ("generate", "generate_adaptive")
 
+UNROUTED = "unrouted"
+"""``Verdict.verifier`` of a sample whose route (domain or override) has no verifier
+configured: unverifiable, with ``details = {"error": "no verifier for domain X", "route"}``."""
+
 REASON_KEYS = ("error", "failure", "reason")
 """Verdict ``details`` keys that say why a verdict is unverifiable, most specific first."""
 
@@ -82,6 +86,19 @@ def unverifiable_reason(final: datasets.Dataset) -> dict[str, Any] | None:
     return top_reason(verdict_reason(row["verdicts"]) for row in rows if row["passed"] is None)
 
 
+def no_verifier_counts(final: datasets.Dataset) -> dict[str, int]:
+    """Samples of ``final`` that no verifier graded (no route configured), by route key."""
+    counts: Counter[str] = Counter()
+    for verdicts in final["verdicts"]:
+        for verdict in verdicts:
+            if verdict.get("verifier") == UNROUTED:
+                details = verdict.get("details") or {}
+                if isinstance(details, str):
+                    details = json.loads(details)
+                counts[str(details.get("route"))] += 1
+    return dict(sorted(counts.items()))
+
+
 def outcome_lines(summary: Mapping[str, Any], width: int = 32) -> list[str]:
     """Terminal lines for the keys :func:`datagen.summary.build_summary` adds from here."""
     lines = []
@@ -97,4 +114,6 @@ def outcome_lines(summary: Mapping[str, Any], width: int = 32) -> list[str]:
         top = summary.get(reason_key)
         why = f" (most common: {top['reason']}, {top['count']}x)" if top else ""
         lines.append(f"  {label:<{width}} {summary[count_key]}{why}")
+    for route, count in (summary.get("no_verifier") or {}).items():
+        lines.append(f"  {'no verifier for ' + route:<{width}} {count} (unverifiable)")
     return lines

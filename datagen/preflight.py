@@ -47,7 +47,7 @@ def check_rank_rules(config: DatagenConfig, names: list[str]) -> None:
         return
     from datagen.stages.verify import rank_rule_users
 
-    ranked = rank_rule_users(config.verifier)
+    ranked = rank_rule_users(config.verifier, config.verify)
     if ranked:
         raise ConfigError(
             f"{', '.join(ranked)} rank(s) the samples of each prompt against each other: "

@@ -68,11 +68,16 @@ class Problem(_Record):
     reference: str | None = None
     """Answer (math), JSON test spec (code) or None (general)."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Free-form source fields kept for provenance (level, subject, ...)."""
+    """Free-form source fields kept for provenance (level, subject, ...). ``options``
+    (a list of strings, ``A`` first) holds a multiple-choice problem's options; the
+    samples carry it as :attr:`Sample.options`."""
     keep: bool = True
     """False when a stage set this row aside (duplicate, contaminated, ...)."""
     reject_reason: str | None = None
     """Why ``keep`` is False, with the evidence in ``metadata``."""
+    verifier: str | None = None
+    """A route key of ``verify.routes`` that grades this problem instead of its domain's
+    (a source's ``verifier``); None: the domain's route."""
 
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ("metadata",)
     FEATURES: ClassVar[datasets.Features] = datasets.Features(
@@ -85,8 +90,26 @@ class Problem(_Record):
             "metadata": datasets.Value("string"),
             "keep": datasets.Value("bool"),
             "reject_reason": datasets.Value("string"),
+            "verifier": datasets.Value("string"),
         }
     )
+
+    @property
+    def options(self) -> list[str] | None:
+        """The options of a multiple-choice problem (``metadata["options"]``), else None.
+
+        Raises:
+            ValueError: ``options`` is not a list of strings (naming the problem).
+        """
+        options = self.metadata.get("options")
+        if options is None:
+            return None
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise ValueError(
+                f"problem {self.id}: metadata.options must be a list of option texts "
+                f"(A first), got {options!r}"
+            )
+        return list(options)
 
     @property
     def prompt(self) -> str:
@@ -149,6 +172,10 @@ class Sample(_Record):
     """The combined verdict of all verifiers."""
     keep: bool = True
     reject_reason: str | None = None
+    verifier: str | None = None
+    """The problem's route override (:attr:`Problem.verifier`), copied."""
+    options: list[str] | None = None
+    """The problem's multiple-choice options (:attr:`Problem.options`), copied."""
 
     FEATURES: ClassVar[datasets.Features] = datasets.Features(
         {
@@ -173,6 +200,8 @@ class Sample(_Record):
             "passed": datasets.Value("bool"),
             "keep": datasets.Value("bool"),
             "reject_reason": datasets.Value("string"),
+            "verifier": datasets.Value("string"),
+            "options": datasets.List(datasets.Value("string")),
         }
     )
 

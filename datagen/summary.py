@@ -13,7 +13,7 @@ from typing import Any
 import datasets
 
 from datagen import outcomes
-from datagen.config import DatagenConfig
+from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
@@ -57,6 +57,9 @@ def build_summary(
         summary["negatives"] = sum(p is False for p in passed)
         summary["unverifiable"] = sum(p is None for p in passed)
         summary["unverifiable_top_reason"] = outcomes.unverifiable_reason(final)
+        no_route = outcomes.no_verifier_counts(final)  # counted in unverifiable too
+        if no_route or config.verify.routes or config.verify.default_route != ANY_ROUTE:
+            summary["no_verifier"] = no_route
         graded = summary["positives"] + summary["negatives"]
         summary["pass_rate"] = round(summary["positives"] / graded, 4) if graded else None
         if len(final):

@@ -30,6 +30,7 @@ from datagen.records import Verdict as RecordVerdict
 from datagen.registry import declare
 from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
 from datagen.teachers.cache import RequestCache
+from verifiers import choice as choice_verifier
 from verifiers import code as code_verifier
 from verifiers import judge as judge_verifier
 from verifiers import math as math_verifier
@@ -56,6 +57,8 @@ class VerifyInputs:
     """The problem id of each sample (what rank rules rank within)."""
     prior: list[list[RecordVerdict]]
     """Verdicts already on the sample (e.g. a label imported by the replay teacher)."""
+    options: list[list[str] | None]
+    """A multiple-choice problem's options (``A`` first), else None."""
 
     @classmethod
     def from_samples(cls, samples: Sequence[Sample]) -> VerifyInputs:
@@ -66,6 +69,7 @@ class VerifyInputs:
             references=[s.reference for s in samples],
             group_ids=[s.problem_id for s in samples],
             prior=[list(s.verdicts) for s in samples],
+            options=[s.options for s in samples],
         )
 
 
@@ -100,9 +104,31 @@ def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdi
 
     The problem text goes along, so an answer that only restates one of its
     expressions is ``no_answer`` and rounding it asks for is the tolerance.
+    Multiple-choice rows (with ``options``, e.g. a science source) go to the
+    choice verifier instead: their reference is a letter, not an expression.
     """
-    prompts = [_problem_text(messages) for messages in inputs.prompts]
-    return math_verifier.verify_batch(inputs.answers, inputs.references, cfg, prompts=prompts)
+    results: list[Verdict | None] = [None] * len(inputs.answers)
+    mcq = [i for i, options in enumerate(inputs.options) if options]
+    if mcq:
+        choice_cfg = choice_verifier.ChoiceConfig(strip_think=cfg.strip_think)
+        for i in mcq:
+            results[i] = choice_verifier.verify(
+                inputs.answers[i], inputs.references[i], inputs.options[i], choice_cfg
+            )
+    rest = [i for i, res in enumerate(results) if res is None]
+    graded = (
+        math_verifier.verify_batch(
+            [inputs.answers[i] for i in rest],
+            [inputs.references[i] for i in rest],
+            cfg,
+            prompts=[_problem_text(inputs.prompts[i]) for i in rest],
+        )
+        if rest
+        else []
+    )
+    for i, verdict in zip(rest, graded, strict=True):
+        results[i] = verdict
+    return [r for r in results if r is not None]
 
 
 def _problem_text(messages: list[dict[str, str]]) -> str:
@@ -111,6 +137,14 @@ def _problem_text(messages: list[dict[str, str]]) -> str:
 
 
 register_verifier(VerifierSpec("math", math_verifier.MathVerifyConfig, verify_math))
+
+
+def verify_choice(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:
+    """Grade each final answer against its reference letter (options: ``Sample.options``)."""
+    return choice_verifier.verify_batch(inputs.answers, inputs.references, inputs.options, cfg)
+
+
+register_verifier(VerifierSpec("choice", choice_verifier.ChoiceConfig, verify_choice))
 
 
 def verify_code(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdict]:

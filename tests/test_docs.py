@@ -16,6 +16,7 @@ from datagen.compose import (
     schema_defaults,
     stage_sections,
 )
+from datagen.config import VerifyConfig
 from datagen.teachers import TEACHERS
 from datagen.verify_registry import verifier_config_classes
 
@@ -23,7 +24,7 @@ from .conftest import ROOT, compose
 
 DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-SECTIONS = (*CORE_SECTIONS, *stage_sections(), "teacher", "verifier")
+SECTIONS = (*CORE_SECTIONS, *stage_sections(), "teacher", "verifier", "verify")
 KEY = re.compile(rf"(?<![\w./$-])((?:{'|'.join(SECTIONS)})(?:\.[a-z_][a-z0-9_]*)+)(=?)")
 """A config key as the docs write it: ``generation.n``, ``dedup.index.kind=flat``."""
 
@@ -34,6 +35,8 @@ def schemas(section: str) -> list[dict[str, Any]]:
         return [schema_defaults(s.config_cls) for s in TEACHERS.values()]
     if section == "verifier":
         return [{"name": n, **schema_defaults(c)} for n, c in verifier_config_classes().items()]
+    if section == "verify":
+        return [schema_defaults(VerifyConfig)]
     return [schema_defaults({**CORE_SECTIONS, **stage_sections()}[section])]
 
 
@@ -41,6 +44,8 @@ def key_exists(key: str, assigned: bool = False) -> bool:
     """True when some schema has ``key`` (a leaf, when the docs assign it a value)."""
     section, *parts = key.split(".")
     if section == "verifier" and parts[:1] == ["members"]:  # members.<label>.<key>
+        return len(parts) == 2 or key_exists(".".join(["verifier", *parts[2:]]), assigned)
+    if section == "verify" and parts[:1] == ["routes"] and len(parts) > 1:  # routes.<key>...
         return len(parts) == 2 or key_exists(".".join(["verifier", *parts[2:]]), assigned)
     for node in schemas(section):
         for part in parts:
@@ -101,6 +106,8 @@ def test_the_key_check_catches_a_wrong_key():
     assert not key_exists("source.splits") and not key_exists("dedup.index_kind")
     assert not key_exists("dedup.flat_max_rows")  # moved to dedup.index.flat_max_rows
     assert key_exists("dedup.index") and not key_exists("dedup.index", assigned=True)
+    assert key_exists("verify.routes.general.model") and key_exists("verify.default_route")
+    assert not key_exists("verify.routes.code.nope") and not key_exists("verify.route")
 
 
 def readme_defaults() -> list[tuple[str, str]]:

@@ -8,13 +8,13 @@ OpenR1-Math (lists of generations per row): ``fixtures/traces/openr1_style.jsonl
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from datagen.config import ConfigError, RunConfig, SamplingConfig, SourceConfig
+from datagen.config import ConfigError, RunConfig, SamplingConfig, SourceConfig, VerifyConfig
 from datagen.records import Problem
 from datagen.sources import read_problems
 from datagen.teachers import build_teacher
@@ -149,6 +149,7 @@ class StandInConfig:
     generation: Any
     teacher: Any
     verifier: Any
+    verify: Any = field(default_factory=VerifyConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

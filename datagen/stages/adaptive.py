@@ -256,7 +256,8 @@ def generate_adaptive(
     Args:
         batch: Problems.
         ctx: Holds the teacher (built once) and the stats.
-        cfg: ``teacher``, ``generation``, ``adaptive``, ``verifier``, ``filter``, ``run.seed``.
+        cfg: ``teacher``, ``generation``, ``adaptive``, ``verifier``, ``verify``, ``filter``,
+            ``run.seed``.
 
     Returns:
         All samples, verified, grouped by problem in input order; failed generations
@@ -269,7 +270,11 @@ def generate_adaptive(
     usable = usable_rule(acfg, cfg["filter"])
 
     def verify_batch(samples: list[Sample]) -> list[Sample]:
-        return verify(samples, ctx, cfg={"verifier": cfg["verifier"]}) if samples else samples
+        return (
+            verify(samples, ctx, cfg={"verifier": cfg["verifier"], "verify": cfg.get("verify")})
+            if samples
+            else samples
+        )
 
     before, hits = teacher.requests_sent, teacher.cache_hits
     states = sample_adaptively(batch, teacher, sampling, seed, acfg, verify_batch, usable)
@@ -304,7 +309,7 @@ register_stage(
         generate_adaptive,
         "problem",
         "sample",
-        ("teacher", "generation", "adaptive", "verifier", "filter", "run.seed"),
+        ("teacher", "generation", "adaptive", "verifier", "verify", "filter", "run.seed"),
         batch_size_key="generate_batch_size",
         default_batch_size=teacher_batch_size,
         wants_gpu=_wants_gpu,

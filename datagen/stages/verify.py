@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 from datagen import progress
-from datagen.config import ConfigError, DatagenConfig, VerifierChoice
+from datagen.config import ANY_ROUTE, ConfigError, DatagenConfig, VerifierChoice, VerifyConfig
+from datagen.outcomes import UNROUTED
 from datagen.records import Sample, Verdict
 from datagen.stages.base import Stage, StageContext, register_stage
 from datagen.verify_registry import ENSEMBLE, VERIFIERS, VerifyInputs, choice_wants_gpu
@@ -38,55 +39,124 @@ def verify(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> li
     """Attach the verifiers' verdicts to each sample and set ``passed`` (None: unverifiable).
 
     Raises:
-        ConfigError: The verifier ranks samples within a prompt (use ``verify_groups``).
+        ConfigError: A verifier ranks samples within a prompt (use ``verify_groups``).
     """
-    choice: VerifierChoice = cfg["verifier"]
-    ranked = rank_rule_users(choice)
+    routes: VerifyConfig = cfg.get("verify") or VerifyConfig()
+    ranked = rank_rule_users(cfg["verifier"], routes)
     if ranked:
         raise ConfigError(
             f"{', '.join(ranked)} rank(s) the samples of each prompt against each other, "
             "which needs all of a prompt's samples in one batch: list the stage "
             "verify_groups instead of verify in pipeline.stages (or use rule=threshold)"
         )
-    return run_verification(batch, ctx, choice, stage="verify")
+    return run_routes(batch, ctx, cfg["verifier"], routes, stage="verify")
 
 
 def verify_groups(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
     """``verify`` over every row at once, so that rank rules see whole prompts."""
-    return run_verification(batch, ctx, cfg["verifier"], stage="verify_groups")
+    routes: VerifyConfig = cfg.get("verify") or VerifyConfig()
+    return run_routes(batch, ctx, cfg["verifier"], routes, stage="verify_groups")
 
 
-def rank_rule_users(choice: VerifierChoice) -> list[str]:
-    """Config keys of the verifiers in ``choice`` that use a rank rule."""
-    if choice.name == ENSEMBLE:
-        return [
-            f"verifier.members.{m.label}.rule"
-            for m in choice.options.members
-            if getattr(m.options, "rule", None) in RANK_RULES
-        ]
-    return ["verifier.rule"] if getattr(choice.options, "rule", None) in RANK_RULES else []
+def rank_rule_users(choice: VerifierChoice, routes: VerifyConfig | None = None) -> list[str]:
+    """Config keys of the verifiers in ``choice`` (and ``routes``) that use a rank rule."""
+    idle = routes is not None and routes.default_route is None  # ``verifier`` grades nothing
+    groups = [] if idle else [("verifier", choice)]
+    groups += [(f"verify.routes.{k}", c) for k, c in (routes.routes if routes else {}).items()]
+    found = []
+    for key, group in groups:
+        if group.name == ENSEMBLE:
+            found += [
+                f"{key}.members.{m.label}.rule"
+                for m in group.options.members
+                if getattr(m.options, "rule", None) in RANK_RULES
+            ]
+        elif getattr(group.options, "rule", None) in RANK_RULES:
+            found.append(f"{key}.rule")
+    return found
+
+
+def route_of(sample: Sample) -> tuple[str, bool]:
+    """A sample's route key and whether the row named it (its ``verifier`` override)."""
+    return (sample.verifier, True) if sample.verifier else (sample.domain, False)
+
+
+def run_routes(
+    batch: list[Sample],
+    ctx: StageContext,
+    default: VerifierChoice,
+    routes: VerifyConfig,
+    *,
+    stage: str,
+) -> list[Sample]:
+    """Verify each sample with its route's verifier: one call per route, not per row.
+
+    Rows whose route has no verifier get an ``unrouted`` verdict (unverifiable,
+    ``no verifier for domain X``) and are counted as ``no_verifier``. With routes
+    configured, every verdict's details name the route that graded it.
+    """
+    if not batch:
+        return batch
+    routed = bool(routes.routes) or routes.default_route != ANY_ROUTE
+    groups: dict[tuple[str, bool], tuple[VerifierChoice | None, list[Sample]]] = {}
+    for sample in batch:
+        key, overridden = route_of(sample)
+        choice = routes.choice(key, overridden, default)
+        # A row naming a configured route shares the call of that route's other rows.
+        group = groups.setdefault((key, overridden and choice is None), (choice, []))
+        group[1].append(sample)
+    for (key, overridden), (choice, part) in groups.items():
+        if choice is None:
+            unrouted(part, ctx, key, overridden, stage=stage)
+        else:
+            run_verification(part, ctx, choice, stage=stage, route=key if routed else None)
+    return batch
+
+
+def unrouted(
+    batch: list[Sample], ctx: StageContext, key: str, overridden: bool, *, stage: str
+) -> None:
+    """Mark ``batch`` unverifiable: no verifier is configured for its route ``key``."""
+    what = "route" if overridden else "domain"
+    for sample in batch:
+        reason = f"no verifier for {what} {key}"
+        sample.verdicts.append(Verdict(UNROUTED, "1", None, None, {"error": reason, "route": key}))
+        sample.passed = None
+        ctx.count(stage, "unverifiable")
+        ctx.count(stage, "no_verifier")
+    progress.record(ctx, samples=len(batch), graded=0, passed=0)
 
 
 def run_verification(
-    batch: list[Sample], ctx: StageContext, choice: VerifierChoice, *, stage: str
+    batch: list[Sample],
+    ctx: StageContext,
+    choice: VerifierChoice,
+    *,
+    stage: str,
+    route: str | None = None,
 ) -> list[Sample]:
-    """Verify ``batch`` with ``choice``, store the verdicts, count outcomes under ``stage``."""
+    """Verify ``batch`` with ``choice``, store the verdicts, count outcomes under ``stage``.
+
+    ``route``: the route key to record in each verdict's details (None: none recorded).
+    """
     if not batch:
         return batch
     inputs = VerifyInputs.from_samples(batch)
     if choice.name != ENSEMBLE:
         results = VERIFIERS[choice.name].verify_batch(inputs, choice.options, ctx)
         for sample, res in zip(batch, results, strict=True):
-            sample.verdicts.append(to_record(res))
+            sample.verdicts.append(to_record(res, route=route))
             sample.passed = res.passed
             ctx.count(stage, OUTCOMES[res.passed])
-        graded = [s.passed for s in batch if s.passed is not None]
-        progress.record(ctx, samples=len(batch), graded=len(graded), passed=sum(graded))
+        _record_progress(batch, ctx)
         return batch
 
     rule = choice.options
     columns = [
-        [to_record(r, m.label) for r in VERIFIERS[m.name].verify_batch(inputs, m.options, ctx)]
+        [
+            to_record(r, m.label, route=route)
+            for r in VERIFIERS[m.name].verify_batch(inputs, m.options, ctx)
+        ]
         for m in rule.members
     ]
     weights = [m.weight for m in rule.members]
@@ -94,6 +164,8 @@ def run_verification(
     for i, sample in enumerate(batch):
         votes = [column[i] for column in columns]
         combined = combine([v.passed for v in votes], rule.combine, weights, rule.threshold)
+        if route is not None:
+            combined.details["route"] = route
         sample.verdicts.extend(votes)
         sample.verdicts.append(combined)
         sample.passed = combined.passed
@@ -102,17 +174,29 @@ def run_verification(
             ctx.count(stage, f"{vote.verifier}_{OUTCOMES[vote.passed]}")
         if combined.details["disagree"]:
             ctx.count(stage, "disagreements")
+    _record_progress(batch, ctx)
     return batch
 
 
-def to_record(res: Result, label: str | None = None) -> Verdict:
-    """A verifier's result as a record verdict, named ``label`` when given."""
+def _record_progress(batch: list[Sample], ctx: StageContext) -> None:
+    graded = [s.passed for s in batch if s.passed is not None]
+    progress.record(ctx, samples=len(batch), graded=len(graded), passed=sum(graded))
+
+
+def to_record(res: Result, label: str | None = None, *, route: str | None = None) -> Verdict:
+    """A verifier's result as a record verdict, named ``label`` when given.
+
+    ``route``: the route key that chose the verifier, added to the details.
+    """
+    details = res.details if label is None else {"kind": res.verifier, **res.details}
+    if route is not None:
+        details = {**details, "route": route}
     return Verdict(
         verifier=label or res.verifier,
         verifier_version=res.version,
         passed=res.passed,
         score=res.score,
-        details=res.details if label is None else {"kind": res.verifier, **res.details},
+        details=details,
     )
 
 
@@ -165,12 +249,14 @@ def combine(
 
 
 def verifier_wants_gpu(config: DatagenConfig) -> bool:
-    """True when the configured verifier (or an ensemble member) runs a model on a GPU."""
-    return choice_wants_gpu(config.verifier)
+    """True when a configured verifier (a route's, an ensemble member) runs a model on a GPU."""
+    return any(choice_wants_gpu(c) for c in (config.verifier, *config.verify.routes.values()))
 
 
 register_stage(
-    Stage("verify", verify, "sample", "sample", ("verifier",), wants_gpu=verifier_wants_gpu)
+    Stage(
+        "verify", verify, "sample", "sample", ("verifier", "verify"), wants_gpu=verifier_wants_gpu
+    )
 )
 # Rank rules (best k per prompt) need every sample of a prompt in one batch.
 register_stage(
@@ -179,7 +265,7 @@ register_stage(
         verify_groups,
         "sample",
         "sample",
-        ("verifier",),
+        ("verifier", "verify"),
         needs_all_rows=True,
         wants_gpu=verifier_wants_gpu,
     )

@@ -396,6 +396,8 @@ class Teacher(ABC):
             teacher=self.name,
             model=self.model,
             sample_index=req.sample_index,
+            verifier=problem.verifier,
+            options=problem.options,
             reasoning=reasoning,
             content=content,
             prompt_tokens=c.prompt_tokens,

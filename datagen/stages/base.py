@@ -69,6 +69,11 @@ class Stage:
     rows in finished shards. None: the stage runs batch by batch."""
     streams: Callable[[DatagenConfig], bool] | None = None
     """Whether this run uses ``stream`` (e.g. only teachers that keep a window full)."""
+    sink: Callable[..., None] | None = None
+    """``sink(data, ctx, *, cfg)`` over the whole input ``datasets.Dataset`` (memory-mapped),
+    read by the stage itself, e.g. group by group; its rows pass through unchanged as the
+    stage's dataset. For stages that write files (``emit``) rather than mark rows. None:
+    the stage runs through ``fn``."""
     description: str = ""
 
     def gpu(self, config: DatagenConfig) -> bool:

@@ -328,6 +328,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--workdir", default=tempfile.gettempdir())
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--previous", type=Path, help="a results JSON whose runs (other sizes) are kept"
+    )
     parser.add_argument("--child", choices=["inputs", "run"])
     parser.add_argument("--folder")
     parser.add_argument("--samples", type=int)
@@ -335,7 +338,10 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    runs = []
+    runs: list[dict[str, Any]] = []
+    if args.previous:
+        kept = json.loads(args.previous.read_text())["runs"]
+        runs = [r for r in kept if r["samples"] not in args.sizes]
     report: dict[str, Any] = {
         "pipeline": "math (load, decontaminate, dedup, generate, verify, filter, emit) + report",
         "teacher": "replay",
@@ -345,6 +351,7 @@ def main() -> None:
     }
     for size in sorted(args.sizes):
         runs.append(measure(size, Path(args.workdir)))
+        runs.sort(key=lambda r: r["samples"])
         report.update(summarise(runs))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         if args.out:  # written after each size, so a long run keeps what it measured

@@ -45,7 +45,8 @@ from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
-from datagen.shards import READ_ROWS, save_split, shard_batches
+from datagen import shards as shard_io
+from datagen.shards import save_split, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
 from datagen.streaming import run_stream
@@ -250,7 +251,7 @@ class Runner:
     ) -> Iterator[pa.Table]:
         """The stage's output rows, a batch at a time: its shards, or a sink's input."""
         if stage.sink is not None and data is not None:
-            yield from data.with_format("arrow").iter(batch_size=READ_ROWS)
+            yield from data.with_format("arrow").iter(batch_size=shard_io.READ_ROWS)
         else:
             yield from shard_batches(shards)
 

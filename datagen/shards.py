@@ -32,10 +32,10 @@ MAX_SHARD_BYTES = convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)
 """Bytes per saved Arrow file, as ``save_to_disk`` counts them by default."""
 
 
-def shard_batches(shards: Iterable[Path], rows: int = READ_ROWS) -> Iterator[pa.Table]:
-    """The rows of Parquet ``shards``, in order, ``rows`` at a time."""
+def shard_batches(shards: Iterable[Path], rows: int | None = None) -> Iterator[pa.Table]:
+    """The rows of Parquet ``shards``, in order, ``rows`` (default :data:`READ_ROWS`) at a time."""
     for shard in shards:
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows):
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows or READ_ROWS):
             yield pa.Table.from_batches([batch])
 
 

@@ -170,8 +170,9 @@ def add_stats(total: dict[str, Any], part: dict[str, Any]) -> None:
         total["left_out"] = dict(sorted(total["left_out"].items()))
 
 
-def prompt_chunks(data: datasets.Dataset, rows: int = CHUNK_ROWS) -> Iterator[list[Sample]]:
-    """The samples of ``data`` (memory-mapped), about ``rows`` at a time, whole prompts each.
+def prompt_chunks(data: datasets.Dataset, rows: int | None = None) -> Iterator[list[Sample]]:
+    """The samples of ``data`` (memory-mapped), about ``rows`` (default :data:`CHUNK_ROWS`) at
+    a time, whole prompts each.
 
     Samples of one prompt are contiguous as ``generate`` writes them; data whose
     prompts are interleaved is read in order of each prompt's first row (stable), so
@@ -184,7 +185,7 @@ def prompt_chunks(data: datasets.Dataset, rows: int = CHUNK_ROWS) -> Iterator[li
         if np.any(np.diff(firsts) < 0):
             data = data.select(np.argsort(firsts, kind="stable"))
     held: list[Sample] = []
-    for table in data.with_format("arrow").iter(batch_size=rows):
+    for table in data.with_format("arrow").iter(batch_size=rows or CHUNK_ROWS):
         pending = held + [Sample.from_row(r) for r in table.to_pylist()]
         last, cut = pending[-1].problem_id, len(pending)
         while cut > 0 and pending[cut - 1].problem_id == last:

@@ -39,13 +39,13 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datagen import shards as shard_io
 from datagen.config import DatagenConfig
 from datagen.executors import build_executor
 from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
-from datagen import shards as shard_io
 from datagen.shards import save_split, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok

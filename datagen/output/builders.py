@@ -111,7 +111,7 @@ def build_outputs_by_prompt(
     chunks: Iterable[Sequence[Sample]],
     cfg: OutputConfig,
     seed: int,
-    counter: TokenCounter,
+    counter: TokenCounter | None,
     work: Path,
     tally: PassRateTally,
 ) -> dict[str, BuiltOutput]:

@@ -46,7 +46,7 @@ from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
-from datagen.shards import save_split, shard_batches
+from datagen.shards import prompt_bounds, save_split, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
 from datagen.streaming import run_stream
@@ -189,7 +189,10 @@ class Runner:
         batch_size = getattr(run, stage.batch_size_key)
         if batch_size is None:  # the stage's own default (generate: the teacher's)
             batch_size = stage.default_batch_size(self.config) if stage.default_batch_size else 1
-        if data is None or stage.needs_all_rows:
+        bounds = None
+        if data is not None and stage.per_prompt:
+            bounds = prompt_bounds(data, batch_size)  # None: prompts interleave
+        if bounds is None and (data is None or stage.needs_all_rows):
             batch_size = max(rows_in, 1)
         elif run.executor == "ray":  # enough rows per batch to keep every actor busy
             batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
@@ -209,7 +212,10 @@ class Runner:
                 stage, cfg, self.ctx, data, partial_dir, batch_size, bar.update, self._flush_rejects
             )
         else:
-            shards = self._run_batches(stage, cfg, data, partial_dir, batch_size, bar)
+            bounds = bounds or [
+                (lo, min(rows_in, lo + batch_size)) for lo in range(0, max(rows_in, 1), batch_size)
+            ]
+            shards = self._run_batches(stage, cfg, data, partial_dir, bounds, bar)
         bar.close()
         self.ctx.resources.pop(PROGRESS, None)
 
@@ -273,16 +279,15 @@ class Runner:
         cfg: dict[str, Any],
         data: datasets.Dataset | None,
         partial_dir: Path,
-        batch_size: int,
+        bounds: list[tuple[int, int]],
         bar: StageProgress,
     ) -> list[Path]:
-        """Run the stage batch by batch, skipping batches whose shard is there."""
-        rows_in = 0 if data is None else len(data)
+        """Run the stage batch by batch (rows ``lo:hi`` each), skipping batches whose shard
+        is there."""
         shards: list[Path] = []
-        for b in range(max(1, -(-rows_in // batch_size))):
+        for b, (lo, hi) in enumerate(bounds):
             shard = partial_dir / f"shard-{b:06d}.parquet"
             shards.append(shard)
-            lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
             if shard.exists() and shard_ok(shard):
                 bar.update(hi - lo)
                 continue

@@ -39,6 +39,34 @@ def shard_batches(shards: Iterable[Path], rows: int | None = None) -> Iterator[p
             yield pa.Table.from_batches([batch])
 
 
+def prompt_bounds(data: datasets.Dataset, rows: int) -> list[tuple[int, int]] | None:
+    """Row ranges of about ``rows`` rows that never split a prompt's samples, or None when
+    the samples of a prompt are not contiguous (the stage then gets every row at once).
+
+    Generated samples are grouped by ``problem_id`` (generate writes them in input
+    order), so a stage that compares the samples of one prompt can still run batch by
+    batch; each batch ends at the first prompt boundary at or after ``rows`` rows.
+    """
+    if "problem_id" not in data.column_names:
+        return None
+    n = len(data)
+    if n == 0:
+        return [(0, 0)]
+    pids = data.with_format("arrow")["problem_id"]
+    firsts = pc.index_in(pids, value_set=pc.unique(pids)).to_numpy(zero_copy_only=False)
+    steps = np.diff(firsts)
+    if np.any(steps < 0):
+        return None
+    starts = np.flatnonzero(steps) + 1  # the first row of every prompt but the first
+    bounds, lo = [], 0
+    while lo < n:
+        k = np.searchsorted(starts, lo + max(rows, 1))
+        hi = int(starts[k]) if k < len(starts) else n
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
 def input_positions(problem_ids: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
     """Sort key of each row: the position of its ``problem_id`` among the input ``ids``."""
     return pc.index_in(problem_ids, value_set=ids).to_numpy(zero_copy_only=False)

@@ -15,6 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
+
+from datagen.shards import prompt_bounds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +44,56 @@ def test_stages_after_generation_allocate_a_small_part_of_the_data(tmp_path):
     # verify, filter and emit each pass over all rows (about data_bytes of Arrow data):
     # what they and the report allocate at once must stay a small part of it.
     assert out["max_memory"] < out["data_bytes"] / 4, out
+
+
+def test_per_prompt_batches_end_at_prompt_boundaries():
+    pids = ["a"] * 3 + ["b"] * 1 + ["c"] * 4 + ["d"] * 2
+    data = datasets.Dataset.from_dict({"problem_id": pids})
+    assert prompt_bounds(data, 2) == [(0, 3), (3, 8), (8, 10)]
+    assert prompt_bounds(data, 100) == [(0, 10)]
+    assert prompt_bounds(data, 1) == [(0, 3), (3, 4), (4, 8), (8, 10)]
+    interleaved = datasets.Dataset.from_dict({"problem_id": ["a", "b", "a"]})
+    assert prompt_bounds(interleaved, 2) is None  # the stage then gets every row at once
+
+
+def test_sample_dedup_in_batches_of_whole_prompts_equals_one_batch(tmp_path, make_config):
+    """``dedup_samples`` compares the samples of one prompt: batches of one prompt each
+    (``run.batch_size=1``) set aside exactly what one batch of everything does."""
+    from datagen.runner import Runner
+    from datagen.stages import build_pipeline
+
+    trace = "<think>\n3 times 4 is 12.\n</think>\nThe answer is $\\boxed{12}$."
+    rows = [
+        {"id": f"p{i}", "problem": f"What is $3 \\times {i}$?", "answer": str(3 * i),
+         "generations": [trace, f"$\\boxed{{{3 * i}}}$", trace.upper(), trace]}
+        for i in range(5)
+    ]  # fmt: skip
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = ["load", "generate", "dedup_samples"]
+    found = []
+    for batch in (1, 1000):
+        config = make_config(
+            "+pipeline=math",
+            f"source.path={path}",
+            "teacher=replay",
+            f"teacher.path={path}",
+            "teacher.response_field=generations",
+            "generation.n=4",
+            "dedup.samples.method=exact",
+            f"pipeline.stages=[{','.join(names)}]",
+            f"run.batch_size={batch}",
+            "run.progress=false",
+        )
+        run_dir = tmp_path / f"run{batch}"
+        results = Runner(config, run_dir, build_pipeline(names)).run()
+        stage = run_dir / "stages" / "02_dedup_samples"
+        found.append(
+            (
+                [(r.rows_out, r.rows_set_aside) for r in results],
+                datasets.load_from_disk(str(stage / "data")).to_list(),
+                datasets.load_from_disk(str(stage / "duplicates")).to_list(),
+            )
+        )
+    assert found[0] == found[1]
+    assert found[0][0][2] == (15, 5)  # the repeated trace of each of the five prompts

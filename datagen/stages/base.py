@@ -43,6 +43,10 @@ class Stage:
     the manifest hash and are what ``fn`` gets as ``cfg``."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
+    per_prompt: bool = False
+    """With ``needs_all_rows``: the rows compared are the samples of one prompt only
+    (rank rules, sample dedup), so batches of whole prompts are enough when the data
+    keeps each prompt's samples together (generate does); else one batch of everything."""
     side_name: str = "set_aside"
     """Folder of the rows the stage set aside (``duplicates``, ``contaminated``, ...)."""
     batch_size_key: str = "batch_size"

@@ -311,12 +311,24 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_anon_rss": slope(sizes, [r["peak_anon_rss_bytes"] for r in runs]),
         "wall": slope(sizes, [r["wall_s"] for r in runs]),
         "stage_seconds": {s: slope(sizes, [r["stage_seconds"][s] for r in runs]) for s in stages},
+        "stage_seconds_per_sample": {
+            s: slope(sizes, [r["stage_seconds_per_sample"][s] for r in runs]) for s in stages
+        },
         "stage_peak_rss": {
             s: slope(sizes, [r["stage_peak_rss_bytes"].get(s, 0) for r in runs]) for s in stages
         },
     }
     per_sample = [r["wall_s"] / r["samples"] for r in runs]
+    ratios = {
+        s: round(
+            max(r["stage_seconds_per_sample"][s] for r in runs)
+            / max(min(r["stage_seconds_per_sample"][s] for r in runs), 1e-9),
+            3,
+        )
+        for s in stages
+    }
     return {
+        "stage_seconds_per_sample_max_over_min": ratios,
         "exponents": exponents,
         "wall_s_per_sample_ratio_largest_to_smallest": round(per_sample[-1] / per_sample[0], 3),
         "peak_rss_gb_at_largest": round(runs[-1]["peak_rss_bytes"] / 1e9, 3),

@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,8 @@ def _problems(run_dir: Path, folders: Sequence[tuple[str, str]]) -> dict[str, Pr
             break
         data = load_stage(run_dir, folder, "data")
         if data is not None and "problem_id" not in data.column_names:
-            problems = {row["id"]: Problem.from_row(row) for row in data}
+            light = data.remove_columns([c for c in ("messages",) if c in data.column_names])
+            problems = {row["id"]: Problem.from_row({**row, "messages": []}) for row in light}
     return problems
 
 
@@ -172,7 +173,7 @@ def _rates(groups: dict[str, list[bool | None]]) -> list[dict[str, Any]]:
 
 
 def pass_rate_tables(
-    samples: Sequence[Sample], problems: dict[str, Problem], edges: Sequence[float]
+    samples: Iterable[Sample], problems: dict[str, Problem], edges: Sequence[float]
 ) -> dict[str, list[dict[str, Any]]]:
     """Pass rate of the kept samples by source, domain, teacher and difficulty.
 
@@ -202,7 +203,7 @@ def pass_rate_tables(
     return tables
 
 
-def disagreements(samples: Sequence[Sample], examples: int = 5) -> dict[str, Any]:
+def disagreements(samples: Iterable[Sample], examples: int = 5) -> dict[str, Any]:
     """Samples on which verifiers that decided (not the combined ``ensemble``) disagree."""
     pairs: Counter[str] = Counter()
     found = []
@@ -252,7 +253,7 @@ def cost_table(run_dir: Path, folders: Sequence[tuple[str, str]], funnel: list[d
     return out
 
 
-def token_lengths(run_dir: Path, final: Sequence[Sample]) -> dict[str, list[int]]:
+def token_lengths(run_dir: Path, final: Iterable[Sample]) -> dict[str, list[int]]:
     """Response lengths of positives and negatives: the emitted SFT rows' token counts,
     else the teacher's completion tokens of the kept samples."""
     lengths: dict[str, list[int]] = {}
@@ -289,6 +290,31 @@ def examples(run_dir: Path) -> dict[str, Any]:
     return found
 
 
+TEXT_COLUMNS = ("messages", "reasoning", "content")
+"""Sample columns the report never reads (the bulk of a run's bytes)."""
+
+
+class FinalSamples:
+    """The run's final samples without their text, re-read from disk on every pass.
+
+    The report passes over them a few times; holding a million samples (tens of GB
+    of traces) as objects is what it must not do.
+    """
+
+    def __init__(self, data: datasets.Dataset, rows: int = 1024) -> None:
+        drop = [c for c in TEXT_COLUMNS if c in data.column_names]
+        self.data = data.remove_columns(drop)
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[Sample]:
+        for table in self.data.with_format("arrow").iter(batch_size=self.rows):
+            for row in table.to_pylist():
+                yield Sample.from_row({**row, "messages": []})
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 def collect_report(run_dir: Path) -> dict[str, Any]:
     """Everything the report shows, computed from the run directory."""
     run_dir = Path(run_dir)
@@ -301,8 +327,8 @@ def collect_report(run_dir: Path) -> dict[str, Any]:
     config_path = run_dir / "config.yaml"
     config = redact(yaml.safe_load(config_path.read_text())) if config_path.exists() else {}
     final_data = load_stage(run_dir, folders[-1][1], "data") if folders else None
-    final = (
-        [Sample.from_row(r) for r in final_data]
+    final: Iterable[Sample] = (
+        FinalSamples(final_data)
         if final_data is not None and "problem_id" in final_data.column_names
         else []
     )

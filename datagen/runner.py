@@ -30,24 +30,26 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datagen import shards as shard_io
 from datagen.config import DatagenConfig
 from datagen.executors import build_executor
 from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
+from datagen.shards import prompt_bounds, save_split, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
-from datagen.streaming import input_order, run_stream
+from datagen.streaming import run_stream
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +60,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never half."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
-
-
-def save_dataset_atomic(ds: datasets.Dataset, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    # An empty dataset must still be written as one shard, or datasets cannot load it back.
-    ds.save_to_disk(str(tmp), num_shards=None if len(ds) else 1)
-    if path.exists():
-        shutil.rmtree(path)
     os.replace(tmp, path)
 
 
@@ -198,7 +189,10 @@ class Runner:
         batch_size = getattr(run, stage.batch_size_key)
         if batch_size is None:  # the stage's own default (generate: the teacher's)
             batch_size = stage.default_batch_size(self.config) if stage.default_batch_size else 1
-        if data is None or stage.needs_all_rows:
+        bounds = None
+        if data is not None and stage.per_prompt:
+            bounds = prompt_bounds(data, batch_size)  # None: prompts interleave
+        if bounds is None and (data is None or stage.needs_all_rows):
             batch_size = max(rows_in, 1)
         elif run.executor == "ray":  # enough rows per batch to keep every actor busy
             batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
@@ -208,34 +202,41 @@ class Runner:
             rows_in, f"{index:02d} {stage.name}", enabled
         )
         streamed = self._streams(stage, data)
-        if streamed:
+        shards: list[Path] = []
+        if stage.sink is not None and data is not None:
+            # Reads its input from disk itself (group by group); its rows pass through.
+            stage.sink(data, self.ctx, cfg=cfg)
+            bar.update(rows_in)
+        elif streamed:
             shards = run_stream(
                 stage, cfg, self.ctx, data, partial_dir, batch_size, bar.update, self._flush_rejects
             )
         else:
-            shards = self._run_batches(stage, cfg, data, partial_dir, batch_size, bar)
+            bounds = bounds or [
+                (lo, min(rows_in, lo + batch_size)) for lo in range(0, max(rows_in, 1), batch_size)
+            ]
+            shards = self._run_batches(stage, cfg, data, partial_dir, bounds, bar)
         bar.close()
         self.ctx.resources.pop(PROGRESS, None)
 
-        tables = [pq.read_table(s) for s in shards]
-        table = pa.concat_tables(tables) if tables else out_type.FEATURES.arrow_schema.empty_table()
-        if streamed:  # shards hold groups in completion order
-            table = input_order(table, data["id"])
-        # The split runs in Arrow (no Python call per row).
-        keep = pc.fill_null(table.column("keep"), False)
-        kept, set_aside = (
-            datasets.Dataset(datasets.table.InMemoryTable(part)).cast(out_type.FEATURES)
-            for part in (table.filter(keep), table.filter(pc.invert(keep)))
+        # Copied shard by shard into one memory-mapped file; split (and, for a streamed
+        # stage whose shards hold groups in completion order, sorted) by index.
+        order_ids = pa.array(data["id"], pa.string()) if streamed else None
+        kept, n_kept, n_aside = save_split(
+            self._output_batches(stage, data, shards),
+            out_type.FEATURES,
+            sdir / ".assemble",
+            sdir / "data",
+            sdir / stage.side_name,
+            order_ids,
         )
-        save_dataset_atomic(kept, sdir / "data")
-        save_dataset_atomic(set_aside, sdir / stage.side_name)
         shutil.rmtree(partial_dir)
         result = StageResult(
             name=stage.name,
             hash=digest,
             rows_in=rows_in,
-            rows_out=len(kept),
-            rows_set_aside=len(set_aside),
+            rows_out=n_kept,
+            rows_set_aside=n_aside,
             seconds=round(time.monotonic() - started, 3),
             stats=self.ctx.stats.get(stage.name, {}),
             fingerprint=data_fingerprint(sdir / "data"),
@@ -244,11 +245,21 @@ class Runner:
             "stage %s: %d in, %d kept, %d set aside (%.1fs)",
             stage.name,
             rows_in,
-            len(kept),
-            len(set_aside),
+            n_kept,
+            n_aside,
             result.seconds,
         )
-        return datasets.load_from_disk(str(sdir / "data")), result
+        return kept, result
+
+    @staticmethod
+    def _output_batches(
+        stage: Stage, data: datasets.Dataset | None, shards: list[Path]
+    ) -> Iterator[pa.Table]:
+        """The stage's output rows, a batch at a time: its shards, or a sink's input."""
+        if stage.sink is not None and data is not None:
+            yield from data.with_format("arrow").iter(batch_size=shard_io.READ_ROWS)
+        else:
+            yield from shard_batches(shards)
 
     def _streams(self, stage: Stage, data: datasets.Dataset | None) -> bool:
         """Whether ``stage`` runs as one stream here (local executor, keyed input)."""
@@ -268,16 +279,15 @@ class Runner:
         cfg: dict[str, Any],
         data: datasets.Dataset | None,
         partial_dir: Path,
-        batch_size: int,
+        bounds: list[tuple[int, int]],
         bar: StageProgress,
     ) -> list[Path]:
-        """Run the stage batch by batch, skipping batches whose shard is there."""
-        rows_in = 0 if data is None else len(data)
+        """Run the stage batch by batch (rows ``lo:hi`` each), skipping batches whose shard
+        is there."""
         shards: list[Path] = []
-        for b in range(max(1, -(-rows_in // batch_size))):
+        for b, (lo, hi) in enumerate(bounds):
             shard = partial_dir / f"shard-{b:06d}.parquet"
             shards.append(shard)
-            lo, hi = b * batch_size, min(rows_in, (b + 1) * batch_size)
             if shard.exists() and shard_ok(shard):
                 bar.update(hi - lo)
                 continue

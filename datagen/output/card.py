@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.compute as pc
 import yaml
 from huggingface_hub import DatasetCardData
 
@@ -399,17 +400,22 @@ def _output_section(out: BuiltOutput, tokens_counted_by: str, heading: bool) -> 
     return text
 
 
+def verifier_versions(ds: Any) -> set[str]:
+    """``name@version`` of every verifier in ``ds``'s ``verifiers`` column, computed in Arrow
+    (a million rows' lists never become Python objects)."""
+    if not len(ds):
+        return set()
+    flat = pc.list_flatten(ds.with_format("arrow")["verifiers"])
+    joined = pc.binary_join_element_wise(
+        pc.struct_field(flat, "name"), pc.struct_field(flat, "version"), "@"
+    )
+    return {v for v in pc.unique(joined).to_pylist() if v is not None}
+
+
 def _method_section(
     outputs: Sequence[BuiltOutput], config: dict[str, Any], method_notes: Sequence[str] = ()
 ) -> str:
-    versions = sorted(
-        {
-            f"{v['name']}@{v['version']}"
-            for o in outputs
-            for row in o.dataset["verifiers"]
-            for v in row
-        }
-    )
+    versions = sorted({v for o in outputs for v in verifier_versions(o.dataset)})
     verifier = redact(config.get("verifier", {}))
     stages = config.get("pipeline", {}).get("stages", [])
     teacher = redact(config.get("teacher", {}))

@@ -91,19 +91,43 @@ def pass_rate_summary(samples: Sequence[Sample], edges: Sequence[float]) -> dict
     >>> pass_rate_summary(rows, (0.3, 0.7))["prompts_by_difficulty"]
     {'hard': 1}
     """
-    stats = prompt_stats(samples)
-    rates = [st.pass_rate for st in stats.values() if st.pass_rate is not None]
-    buckets: dict[str, int] = defaultdict(int)
-    for st in stats.values():
-        buckets[difficulty(st.pass_rate, edges)] += 1
-    return {
-        "prompts": len(stats),
-        "samples": len(samples),
-        "positives": sum(st.positives for st in stats.values()),
-        "negatives": sum(st.negatives for st in stats.values()),
-        "mean_pass_rate": round(sum(rates) / len(rates), 4) if rates else None,
-        "prompts_by_difficulty": {b: buckets[b] for b in BUCKETS if buckets[b]},
-    }
+    tally = PassRateTally(edges)
+    tally.add(samples)
+    return tally.summary()
+
+
+class PassRateTally:
+    """:func:`pass_rate_summary` added up chunk by chunk (each chunk holds whole prompts),
+    so emit never holds every sample; the sums run in the same order, so the result is
+    the same to the last digit."""
+
+    def __init__(self, edges: Sequence[float]) -> None:
+        self.edges = tuple(edges)
+        self.prompts = self.samples = self.positives = self.negatives = self.rated = 0
+        self.rate_sum: float = 0
+        self.buckets: dict[str, int] = defaultdict(int)
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        """Count one chunk of samples (no prompt split across chunks)."""
+        self.samples += len(samples)
+        for st in prompt_stats(samples).values():
+            self.prompts += 1
+            self.positives += st.positives
+            self.negatives += st.negatives
+            if st.pass_rate is not None:
+                self.rate_sum += st.pass_rate
+                self.rated += 1
+            self.buckets[difficulty(st.pass_rate, self.edges)] += 1
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "prompts": self.prompts,
+            "samples": self.samples,
+            "positives": self.positives,
+            "negatives": self.negatives,
+            "mean_pass_rate": round(self.rate_sum / self.rated, 4) if self.rated else None,
+            "prompts_by_difficulty": {b: self.buckets[b] for b in BUCKETS if self.buckets[b]},
+        }
 
 
 def sft_weight(pass_rate: float | None, weighting: str) -> float:

@@ -43,6 +43,10 @@ class Stage:
     the manifest hash and are what ``fn`` gets as ``cfg``."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
+    per_prompt: bool = False
+    """With ``needs_all_rows``: the rows compared are the samples of one prompt only
+    (rank rules, sample dedup), so batches of whole prompts are enough when the data
+    keeps each prompt's samples together (generate does); else one batch of everything."""
     side_name: str = "set_aside"
     """Folder of the rows the stage set aside (``duplicates``, ``contaminated``, ...)."""
     batch_size_key: str = "batch_size"
@@ -69,6 +73,11 @@ class Stage:
     rows in finished shards. None: the stage runs batch by batch."""
     streams: Callable[[DatagenConfig], bool] | None = None
     """Whether this run uses ``stream`` (e.g. only teachers that keep a window full)."""
+    sink: Callable[..., None] | None = None
+    """``sink(data, ctx, *, cfg)`` over the whole input ``datasets.Dataset`` (memory-mapped),
+    read by the stage itself, e.g. group by group; its rows pass through unchanged as the
+    stage's dataset. For stages that write files (``emit``) rather than mark rows. None:
+    the stage runs through ``fn``."""
     description: str = ""
 
     def gpu(self, config: DatagenConfig) -> bool:

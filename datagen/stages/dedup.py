@@ -252,7 +252,7 @@ def dedup_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]
     Samples are compared only within one ``problem_id``, on reasoning plus
     content, so this is cheap (n² per prompt for small n) and needs no model.
     Put it after ``generate`` in ``pipeline.stages`` and set ``dedup.samples.method``;
-    it runs on all samples at once, so a prompt's samples are never split.
+    it runs on batches of whole prompts, so a prompt's samples are never split.
 
     Args:
         batch: Samples (every sample of a prompt in this batch).
@@ -371,6 +371,7 @@ register_stage(
         "sample",
         ("dedup.samples",),
         needs_all_rows=True,
+        per_prompt=True,
         side_name="duplicates",
         sections={"dedup": DedupConfig},
     )

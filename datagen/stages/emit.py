@@ -1,8 +1,10 @@
 """Stage ``emit``: write SFT positives, SFT negatives and REDI pairs with cards; publish.
 
-Adapter only: the builders in :mod:`datagen.output` do the work. Needs all rows
-at once (pairs join samples of one prompt). Returns its input unchanged, so the
-stage's own dataset is the final, filtered sample set.
+Adapter only: the builders in :mod:`datagen.output` do the work. The runner
+calls :func:`emit_dataset` over the stage's memory-mapped input, which builds
+prompt by prompt (pairs join samples of one prompt) and writes as it goes; the
+rows pass through unchanged, so the stage's own dataset is the final, filtered
+sample set.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from datagen.config import OutputConfig
-from datagen.output.builders import build_outputs
+from datagen.output.builders import (
+    BuiltOutput,
+    build_outputs,
+    build_outputs_by_prompt,
+    prompt_chunks,
+)
 from datagen.output.card import (
     LICENSE_FILE,
     HubFields,
@@ -23,7 +32,7 @@ from datagen.output.card import (
     output_stats,
     render_card,
 )
-from datagen.output.difficulty import pass_rate_summary
+from datagen.output.difficulty import PassRateTally, pass_rate_summary
 from datagen.output.publish import (
     HUB_FOLDER,
     hub_data_files,
@@ -45,17 +54,57 @@ PRODUCES = ()  # rows pass through; the outputs are files under RUN_DIR/<output.
 
 
 def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
-    """Build the output datasets, write them under RUN_DIR/<output.dir>, and publish."""
+    """Build the output datasets from ``batch``, write them under RUN_DIR/<output.dir>, publish."""
     ocfg: OutputConfig = cfg["output"]
     token = hub_token(ocfg.token_env) if ocfg.push_to_hub and not ocfg.dry_run else None
-    counter = ctx.resource(
+    counter = _counter(ctx, ocfg)
+    outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
+    overall = pass_rate_summary(batch, ocfg.difficulty_edges)
+    write_outputs(outputs, overall, ctx, ocfg, counter, token)
+    return batch
+
+
+def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, Any]) -> None:
+    """``emit`` as the runner calls it: over the stage's memory-mapped input, prompt by prompt.
+
+    Output rows go to Arrow files as each chunk of prompts is built, so memory holds
+    one chunk, not the run; the outputs are those :func:`emit` builds from every row.
+    """
+    ocfg: OutputConfig = cfg["output"]
+    token = hub_token(ocfg.token_env) if ocfg.push_to_hub and not ocfg.dry_run else None
+    counter = _counter(ctx, ocfg)
+    work = Path(ctx.run_dir) / f".{Path(ocfg.dir).name}.build"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        tally = PassRateTally(ocfg.difficulty_edges)
+        outputs = build_outputs_by_prompt(
+            prompt_chunks(data), ocfg, cfg["run.seed"], counter, work, tally
+        )
+        write_outputs(outputs, tally.summary(), ctx, ocfg, counter, token)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _counter(ctx: StageContext, ocfg: OutputConfig) -> TokenCounter:
+    return ctx.resource(
         f"token_counter:{ocfg.tokenizer}", lambda: TokenCounter.from_spec(ocfg.tokenizer)
     )
-    outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
+
+
+def write_outputs(
+    outputs: dict[str, BuiltOutput],
+    overall: dict[str, Any],
+    ctx: StageContext,
+    ocfg: OutputConfig,
+    counter: TokenCounter,
+    token: str | None,
+) -> None:
+    """Write every output's folder with its card (and the Hub folder), swap them in, push."""
     config = redact_config(ctx.config.as_dict())  # cards are published: no URL credentials
     out_dir = Path(ctx.run_dir) / ocfg.dir
     final_dir, out_dir = out_dir, staging_dir(out_dir)  # built aside, swapped in whole
-    overall = pass_rate_summary(batch, ocfg.difficulty_edges)
     notes = [
         note(config)
         for name in ctx.config.pipeline.stages
@@ -96,7 +145,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
                 raise ValueError("output.push_to_hub: every output is empty, nothing to upload")
             logger.warning("output.dry_run: every output is empty, no hub folder written")
             swap_in(out_dir, final_dir)
-            return batch
+            return
         title = ocfg.pretty_name or ocfg.repo_id or f"datagen {ctx.config.pipeline.name}"
         card = render_card(
             listed,
@@ -122,9 +171,8 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
                 commit_message=f"datagen: {ctx.config.pipeline.name} outputs",
             )
             ctx.count("emit", "pushed_to_hub")
-        return batch
+        return
     swap_in(out_dir, final_dir)
-    return batch
 
 
 def staging_dir(out_dir: Path) -> Path:
@@ -189,7 +237,6 @@ def decontamination_result(ctx: StageContext) -> dict[str, Any] | None:
     """What the run's decontaminate stage found (None: the pipeline has none)."""
     if "decontaminate" not in ctx.config.pipeline.stages:
         return None
-    import datasets
 
     dcfg = ctx.config.decontam
     found = sorted((Path(ctx.run_dir) / "stages").glob("*_decontaminate"))
@@ -216,4 +263,14 @@ def write_license(folder: Path, hub: HubFields, license: str, config: dict[str, 
         (folder / LICENSE_FILE).write_text(license_text(hub, config), encoding="utf-8")
 
 
-register_stage(Stage("emit", emit, "sample", "sample", ("output", "run.seed"), needs_all_rows=True))
+register_stage(
+    Stage(
+        "emit",
+        emit,
+        "sample",
+        "sample",
+        ("output", "run.seed"),
+        needs_all_rows=True,
+        sink=emit_dataset,
+    )
+)

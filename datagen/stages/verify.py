@@ -12,7 +12,7 @@ decided do not all agree are counted as ``disagreements``.
 
 Rank rules (``rule: top_k`` or ``top_fraction``) compare the samples of one
 prompt with each other, so they need every sample of a prompt in one batch:
-``verify_groups`` is the same stage run over all rows at once. ``verify``
+``verify_groups`` is the same stage run over batches of whole prompts. ``verify``
 refuses a rank rule rather than rank within arbitrary batch slices.
 """
 
@@ -53,7 +53,7 @@ def verify(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> li
 
 
 def verify_groups(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
-    """``verify`` over every row at once, so that rank rules see whole prompts."""
+    """``verify`` over batches of whole prompts, so that rank rules see every sample of one."""
     routes: VerifyConfig = cfg.get("verify") or VerifyConfig()
     return run_routes(batch, ctx, cfg["verifier"], routes, stage="verify_groups")
 
@@ -267,6 +267,7 @@ register_stage(
         "sample",
         ("verifier", "verify"),
         needs_all_rows=True,
+        per_prompt=True,
         wants_gpu=verifier_wants_gpu,
     )
 )

@@ -17,10 +17,18 @@ data (``label_field``) is attached as a precomputed :class:`Verdict`; the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import pyarrow as pa
 
 from datagen.config import ConfigError, SamplingConfig, SourceConfig
 from datagen.records import Problem, Sample, Verdict
@@ -95,18 +103,106 @@ def _nth(value: Any, i: int, count: int) -> Any:
     return value if count == 1 or i == 0 else None
 
 
-def read_traces(cfg: ReplayTeacherConfig) -> tuple[dict[str, list[Trace]], int]:
+class TraceStore:
+    """Traces by normalised prompt, their text on disk (a memory-mapped Arrow file).
+
+    A million long traces are tens of GB: only the index (a digest of each prompt and
+    the row numbers of its traces, in order) stays in memory, and a trace is read from
+    the file when a request asks for it.
+    """
+
+    COLUMNS: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("response", pa.string()),
+            ("reasoning", pa.string()),
+            ("label", pa.bool_()),
+            ("score", pa.float64()),
+            ("finish_reason", pa.string()),
+            ("details", pa.string()),
+        ]
+    )
+    FLUSH: ClassVar[int] = 512
+    """Traces buffered before a record batch is written."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.mkdtemp(prefix="datagen-replay-")
+        self._path = os.path.join(self._folder, "traces.arrow")
+        self._sink = pa.OSFile(self._path, "wb")
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = pa.ipc.new_stream(
+            self._sink, self.COLUMNS
+        )
+        self._buffer: list[dict[str, Any]] = []
+        self._rows = 0
+        self._keyed: dict[bytes, list[tuple[Any, int, int]]] = {}
+        self.index: dict[bytes, list[int]] = {}
+        self._table: pa.Table | None = None
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._folder, True)
+
+    @staticmethod
+    def key(prompt: str) -> bytes:
+        return hashlib.sha256(normalise_prompt(prompt).encode("utf-8")).digest()[:16]
+
+    def add(self, prompt: str, sort_key: Any, seen: int, trace: Trace) -> None:
+        row = {f: getattr(trace, f) for f in self.COLUMNS.names if f != "details"}
+        row["details"] = json.dumps(trace.details, ensure_ascii=False) if trace.details else None
+        self._buffer.append(row)
+        self._keyed.setdefault(self.key(prompt), []).append((sort_key, seen, self._rows))
+        self._rows += 1
+        if len(self._buffer) >= self.FLUSH:
+            self._flush()
+
+    def touch(self, prompt: str) -> None:
+        """Record a prompt with no usable trace (it is known, with zero traces)."""
+        self._keyed.setdefault(self.key(prompt), [])
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_batch(pa.RecordBatch.from_pylist(self._buffer, self.COLUMNS))
+        self._buffer = []
+
+    def finish(self) -> None:
+        """Close the file, memory-map it and order each prompt's traces."""
+        self._flush()
+        assert self._writer is not None
+        self._writer.close()
+        self._sink.close()
+        self._writer = None
+        self._table = pa.ipc.open_stream(pa.memory_map(self._path)).read_all()
+        self.index = {
+            k: [row for _, _, row in sorted(v, key=lambda x: (x[0], x[1]))]
+            for k, v in self._keyed.items()
+        }
+        self._keyed = {}
+
+    def rows(self, prompt: str) -> list[int]:
+        return self.index.get(self.key(prompt), [])
+
+    def trace(self, row: int) -> Trace:
+        assert self._table is not None
+        values = self._table.slice(row, 1).to_pylist()[0]
+        details = json.loads(values.pop("details")) if values["details"] else {}
+        values.pop("details", None)
+        return Trace(**values, details=details)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def count(self) -> int:
+        return self._rows
+
+
+def read_traces(cfg: ReplayTeacherConfig) -> tuple[TraceStore, int]:
     """Index the traces by normalised prompt.
 
     Args:
         cfg: The replay config.
 
     Returns:
-        ``(prompt -> traces in order, number of unreadable rows skipped)``.
+        ``(the traces, number of unreadable rows skipped)``.
     """
 
     source = SourceConfig(path=cfg.path, split=cfg.split, prompt_field=cfg.prompt_field)
-    keyed: dict[str, list[tuple[Any, int, Trace]]] = {}
+    store = TraceStore()
     skipped = 0
     seen = 0
     for file, line, row in iter_raw_rows(source):
@@ -120,7 +216,7 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[dict[str, list[Trace]], int]:
             continue
         items = responses if isinstance(responses, (list, tuple)) else [responses]
         order = row.get(cfg.order_field) if cfg.order_field else None
-        bucket = keyed.setdefault(normalise_prompt(prompt), [])
+        store.touch(prompt)
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 skipped += 1
@@ -145,10 +241,10 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[dict[str, list[Trace]], int]:
                 details=details,
             )
             sort_key = (order if isinstance(order, (int, float)) else seen, i)
-            bucket.append((sort_key, seen, trace))
+            store.add(prompt, sort_key, seen, trace)
         seen += 1
-    index = {k: [t for _, _, t in sorted(v, key=lambda x: (x[0], x[1]))] for k, v in keyed.items()}
-    return index, skipped
+    store.finish()
+    return store, skipped
 
 
 class ReplayTeacher(Teacher):
@@ -165,7 +261,7 @@ class ReplayTeacher(Teacher):
         logger.info(
             "replay: %d prompts, %d traces from %s (%d rows skipped)",
             len(self.traces),
-            sum(len(v) for v in self.traces.values()),
+            self.traces.count(),
             cfg.path,
             self.skipped,
         )
@@ -175,8 +271,8 @@ class ReplayTeacher(Teacher):
 
     def _trace(self, req: Request) -> Trace | None:
         users = [m["content"] for m in req.messages if m.get("role") == "user"]
-        traces = self.traces.get(normalise_prompt(users[-1] if users else ""), [])
-        return traces[req.sample_index] if req.sample_index < len(traces) else None
+        rows = self.traces.rows(users[-1] if users else "")
+        return self.traces.trace(rows[req.sample_index]) if req.sample_index < len(rows) else None
 
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
@@ -185,7 +281,7 @@ class ReplayTeacher(Teacher):
             trace = self._trace(req)
             if trace is None:
                 users = [m["content"] for m in req.messages if m.get("role") == "user"]
-                have = len(self.traces.get(normalise_prompt(users[-1] if users else ""), []))
+                have = len(self.traces.rows(users[-1] if users else ""))
                 error = (
                     f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
                     f"no sample {req.sample_index}"

@@ -1,0 +1,150 @@
+"""Assemble a stage's datasets from its shards without holding the rows in memory.
+
+A stage's shards (Parquet, one per batch or per group of streamed prompts)
+are copied batch by batch into one Arrow file beside them, which is then
+memory-mapped: the kept / set-aside split and, for a streamed stage, the sort
+back into input order are computed over small key columns (``keep``,
+``problem_id``, ``sample_index``) and applied as ``datasets`` index mappings,
+which ``save_to_disk`` gathers a thousand rows at a time. Peak memory is one
+shard batch plus the key columns, whatever the stage's size; the saved files
+hold the same rows in the same order as concatenating everything in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasets.arrow_writer import ArrowWriter
+from datasets.utils.py_utils import convert_file_size_to_int
+
+READ_ROWS = 1024
+"""Rows per record batch read from a shard (bounds the copy's memory)."""
+
+MAX_SHARD_BYTES = convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)
+"""Bytes per saved Arrow file, as ``save_to_disk`` counts them by default."""
+
+
+def shard_batches(shards: Iterable[Path], rows: int | None = None) -> Iterator[pa.Table]:
+    """The rows of Parquet ``shards``, in order, ``rows`` (default :data:`READ_ROWS`) at a time."""
+    for shard in shards:
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows or READ_ROWS):
+            yield pa.Table.from_batches([batch])
+
+
+def prompt_bounds(data: datasets.Dataset, rows: int) -> list[tuple[int, int]] | None:
+    """Row ranges of about ``rows`` rows that never split a prompt's samples, or None when
+    the samples of a prompt are not contiguous (the stage then gets every row at once).
+
+    Generated samples are grouped by ``problem_id`` (generate writes them in input
+    order), so a stage that compares the samples of one prompt can still run batch by
+    batch; each batch ends at the first prompt boundary at or after ``rows`` rows.
+    """
+    if "problem_id" not in data.column_names:
+        return None
+    n = len(data)
+    if n == 0:
+        return [(0, 0)]
+    pids = data.with_format("arrow")["problem_id"]
+    firsts = pc.index_in(pids, value_set=pc.unique(pids)).to_numpy(zero_copy_only=False)
+    steps = np.diff(firsts)
+    if np.any(steps < 0):
+        return None
+    starts = np.flatnonzero(steps) + 1  # the first row of every prompt but the first
+    bounds, lo = [], 0
+    while lo < n:
+        k = np.searchsorted(starts, lo + max(rows, 1))
+        hi = int(starts[k]) if k < len(starts) else n
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def input_positions(problem_ids: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
+    """Sort key of each row: the position of its ``problem_id`` among the input ``ids``."""
+    return pc.index_in(problem_ids, value_set=ids).to_numpy(zero_copy_only=False)
+
+
+def save_split(
+    batches: Iterable[pa.Table],
+    features: datasets.Features,
+    work: Path,
+    kept_path: Path,
+    aside_path: Path,
+    order_ids: pa.Array | None = None,
+) -> tuple[datasets.Dataset, int, int]:
+    """Write the rows of ``batches`` split by ``keep`` to two ``save_to_disk`` folders.
+
+    Args:
+        batches: The stage's output rows, batch by batch (any schema castable to ``features``).
+        features: The record type's features (the saved schema).
+        work: A folder for the one temporary Arrow file (removed afterwards).
+        kept_path: Where the rows with ``keep`` true go (replaced atomically).
+        aside_path: Where the others go (``keep`` false or null).
+        order_ids: The input ids of a streamed stage: rows are then sorted by the
+            position of their ``problem_id`` among them, then ``sample_index``
+            (a stable sort, as :func:`datagen.streaming.input_order`). None: as read.
+
+    Returns:
+        The kept dataset (memory-mapped from ``kept_path``), rows kept, rows set aside.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    joined = work / "joined.arrow"
+    schema = features.arrow_schema
+    keep_parts: list[np.ndarray] = []
+    kept_bytes = aside_bytes = 0
+    with ArrowWriter(features=features, path=str(joined)) as writer:
+        for table in batches:
+            table = table.select(schema.names).cast(schema)
+            keep = pc.fill_null(table.column("keep"), False)
+            kept_bytes += table.filter(keep).nbytes
+            aside_bytes += table.filter(pc.invert(keep)).nbytes
+            keep_parts.append(keep.to_numpy(zero_copy_only=False).astype(bool))
+            writer.write_table(table)
+        writer.finalize()
+    try:
+        full = datasets.Dataset.from_file(str(joined))
+        keep_mask = np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool)
+        order = np.arange(len(full))
+        if order_ids is not None and len(full):
+            keys = full.with_format("arrow").select_columns(["problem_id", "sample_index"])[:]
+            positions = input_positions(keys.column("problem_id"), order_ids)
+            index = keys.column("sample_index").to_numpy(zero_copy_only=False)
+            order = np.lexsort((index, positions))  # lexsort is stable: ties keep shard order
+        kept_rows = order[keep_mask[order]]
+        aside_rows = order[~keep_mask[order]]
+        save_rows(full, kept_rows, kept_bytes, kept_path)
+        save_rows(full, aside_rows, aside_bytes, aside_path)
+        del full
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    kept = datasets.load_from_disk(str(kept_path))
+    return kept, len(kept_rows), len(aside_rows)
+
+
+def save_rows(full: datasets.Dataset, rows: np.ndarray, nbytes: int, path: Path) -> None:
+    """Save ``full``'s ``rows`` (in that order) to ``path``: temp folder, then rename.
+
+    Shards are counted from the rows' own size, as ``save_to_disk`` counts an
+    in-memory table of just those rows; zero rows are still written as one shard,
+    or ``datasets`` cannot load the folder back.
+    """
+    if len(rows) == len(full) and (len(rows) == 0 or np.all(rows == np.arange(len(full)))):
+        part = full
+    else:
+        part = full.select(rows)
+    shards = min(max(1, len(rows)), int(nbytes / MAX_SHARD_BYTES) + 1)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    part.save_to_disk(str(tmp), num_shards=shards)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)

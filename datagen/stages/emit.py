@@ -24,6 +24,7 @@ from datagen.output.card import (
     render_card,
 )
 from datagen.output.difficulty import pass_rate_summary
+from datagen.output.funnel import source_funnel
 from datagen.output.publish import (
     HUB_FOLDER,
     hub_data_files,
@@ -32,10 +33,11 @@ from datagen.output.publish import (
     write_hub_folder,
     write_output,
 )
+from datagen.output.subsets import domain_data_files, write_domain_files
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
 from datagen.safetext import redact_config
-from datagen.sources import resolve_path
+from datagen.sources import resolve_path, uses_datasets
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 
 logger = logging.getLogger(__name__)
@@ -62,25 +64,31 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         if name in STAGES and (note := STAGES[name].card_note) is not None
     ]
     hub = hub_fields(ctx)
+    funnel = run_funnel(ctx, batch, {n: o.dataset for n, o in outputs.items()})
+    ctx.stats.setdefault("emit", {})["funnel"] = funnel
     card_args = {
         "license": ocfg.license,
         "tokens_counted_by": counter.name,
         "overall": overall,
         "method_notes": notes,
         "hub": hub,
+        "funnel": funnel,
     }
     for name, out in outputs.items():
         folder = out_dir / name
+        files = {name: f"{name}.parquet"}  # named like the output, so load_dataset(folder, name)
+        files |= domain_data_files(out.dataset)  # and load_dataset(folder, "math")
         card = render_card(
             [out],
             config,
-            {name: f"{name}.parquet"},  # named like the output, so load_dataset(folder, name)
+            files,
             title=name,
             load_path=display_path(final_dir / name),  # where it will be
             local=True,
             **card_args,
         )
         write_output(out, folder, card)
+        write_domain_files(out.dataset, folder)
         write_license(folder, hub, ocfg.license, config)
         stats = ctx.stats.setdefault("emit", {})
         stats["all_prompts"] = overall
@@ -162,23 +170,39 @@ def display_path(folder: Path) -> str:
         return str(folder)
 
 
+def run_funnel(ctx: StageContext, final: list[Sample], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The per-source and per-domain funnel, from the stages before ``emit`` and the outputs."""
+    stages = list(ctx.config.pipeline.stages)
+    upto = stages.index("emit") if "emit" in stages else len(stages)
+    dirs = [Path(ctx.run_dir) / "stages" / f"{i:02d}_{n}" for i, n in enumerate(stages[:upto])]
+    domains = {s.label: s.domain for s in ctx.config.source_list()}
+    dirs = [d for d in dirs if d.exists()]
+    return source_funnel(Path(ctx.run_dir), dirs, domains, final, outputs)
+
+
+def _source_note(source: Any) -> str:
+    if resolve_path(source.path) is not None and not uses_datasets(source):
+        where = f"the local file `{source.path}`"
+    else:
+        pinned = (("config", source.config), ("revision", source.revision))
+        extra = "".join(f", {k} `{v}`" for k, v in pinned if v)
+        where = f"the Hub dataset `{source.path}` (split `{source.split}`{extra})"
+    return where if source.name is None else f"`{source.name}`: {where}"
+
+
 def hub_fields(ctx: StageContext) -> HubFields:
     """The card fields that come from the run: language, sources, licence, decontamination."""
     config = ctx.config
     ocfg: OutputConfig = config.output
-    source = config.source
-    local = resolve_path(source.path) is not None
+    sources = config.source_list()
     named = ocfg.source_datasets
-    datasets_ = tuple(named if named is not None else ([] if local else [source.path]))
-    note = (
-        f"the local file `{source.path}`"
-        if local
-        else f"the Hub dataset `{source.path}` (split `{source.split}`)"
-    )
+    hub_names = [s.path for s in sources if resolve_path(s.path) is None]
+    datasets_ = tuple(named if named is not None else dict.fromkeys(hub_names))
     return HubFields(
         language=tuple(ocfg.language),
         source_datasets=datasets_,
-        source_note=note,
+        source_note="; ".join(_source_note(s) for s in sources),
+        source_licences=tuple((s.label, s.license or "not stated") for s in sources),
         license_name=ocfg.license_name,
         license_link=ocfg.license_link,
         decontamination=decontamination_result(ctx),
@@ -202,8 +226,11 @@ def decontamination_result(ctx: StageContext) -> dict[str, Any] | None:
                 .get("benchmark", "?")
             )
             by_benchmark[name] = by_benchmark.get(name, 0) + 1
+    domains = dict.fromkeys(s.domain for s in ctx.config.source_list())
+    by_domain = {d: dcfg.for_domain(d) for d in domains}
     return {
-        "benchmarks": list(dcfg.benchmarks),
+        "benchmarks": list(dict.fromkeys(b for names in by_domain.values() for b in names)),
+        "by_domain": by_domain,
         "methods": list(dcfg.methods),
         "contaminated": sum(by_benchmark.values()),
         "by_benchmark": dict(sorted(by_benchmark.items())),

@@ -60,6 +60,8 @@ def iter_raw_rows(cfg: SourceConfig) -> Iterator[tuple[str, int, Any]]:
     order) or a Hub dataset name; see :mod:`datagen.sources.readers`.
     """
     path = resolve_path(cfg.path)
+    if path is None and cfg.loader != "datasets" and split_suffix(Path(cfg.path))[0] is not None:
+        raise ConfigError(f"source.path: no such file: {cfg.path}")
     if uses_datasets(cfg):
         yield from _iter_hub(cfg)
         return

@@ -210,3 +210,56 @@ def test_a_hub_style_source_with_config_and_revision_is_read_through_datasets(
     assert calls == [((str(repo), "hard"), {"split": "train", "revision": "v1.0"})]
     with pytest.raises(ConfigError, match="could not be loaded"):
         read_source(SourceConfig(path=str(repo), config="medium"), None)
+
+
+def graded_samples() -> list:
+    """Verified samples of two domains from two sources (what emit receives)."""
+    from datagen.records import Sample, Verdict
+
+    out = []
+    for src, domain, n in (("math_train", "math", 3), ("mbpp", "code", 2)):
+        for p in range(n):
+            for k, passed in enumerate((True, False)):
+                out.append(
+                    Sample(
+                        id=f"{src}-{p}-{k}",
+                        problem_id=f"{src}-{p}",
+                        domain=domain,
+                        messages=[{"role": "user", "content": f"{domain} task {p}"}],
+                        reference="1",
+                        teacher="local",
+                        model="m",
+                        sample_index=k,
+                        content=f"answer {k}",
+                        completion_tokens=5,
+                        finish_reason="stop",
+                        verdicts=[Verdict(domain, "1", passed)],
+                        passed=passed,
+                        source=src,
+                    )
+                )
+    return out
+
+
+def test_each_domain_is_a_config_of_the_output_folder_that_load_dataset_reads(
+    tmp_path, make_config, monkeypatch
+):
+    from datagen.stages.base import StageContext
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    entries = f"+sources=[{MATH_ENTRY}, {{path: {REWORDED}, name: mbpp, domain: code}}]"
+    cfg = make_config("+pipeline=math", entries, "output.domain_mix={math: 0.5, code: 0.5}")
+    STAGES["emit"].fn(
+        graded_samples(), StageContext(cfg, tmp_path), cfg={"output": cfg.output, "run.seed": 0}
+    )
+    folder = tmp_path / "outputs" / "sft_positive"
+    whole = datasets.load_dataset(str(folder), "sft_positive", split="train")
+    math = datasets.load_dataset(str(folder), "math", split="train")
+    code = datasets.load_dataset(str(folder), "code", split="train")
+    assert sorted(whole["domain"]) == ["code", "code", "math", "math"]  # the 50/50 mix: 2 + 2
+    assert set(math["domain"]) == {"math"} and set(code["domain"]) == {"code"}
+    assert len(math) + len(code) == len(whole)
+    assert set(math["source"]) == {"math_train"} and set(code["source"]) == {"mbpp"}
+    card = (folder / "README.md").read_text()
+    assert "config_name: math" in card and "| math_train | mit |" in card
+    assert "| mbpp | not stated |" in card

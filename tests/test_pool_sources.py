@@ -263,3 +263,21 @@ def test_each_domain_is_a_config_of_the_output_folder_that_load_dataset_reads(
     card = (folder / "README.md").read_text()
     assert "config_name: math" in card and "| math_train | mit |" in card
     assert "| mbpp | not stated |" in card
+
+
+def test_each_problem_is_checked_against_its_own_domains_benchmarks(tmp_path, make_config):
+    from datagen.stages.base import StageContext
+
+    cfg = make_config("+pipeline=math", "decontam=mix", "decontam.benchmarks=[mt_bench]")
+    bench = ROOT / "data" / "benchmarks"
+    leak = json.loads((bench / "math500.jsonl").read_text().splitlines()[0])["problem"]
+    chat = json.loads((bench / "mt_bench.jsonl").read_text().splitlines()[0])["problem"]
+    batch = [
+        Problem(id=d, source=d, domain=d, messages=[{"role": "user", "content": text}])
+        for d, text in (("math", leak), ("code", leak), ("general", leak))
+    ]
+    batch.append(Problem("c2", "c", "code", [{"role": "user", "content": chat}]))
+    STAGES["decontaminate"].fn(batch, StageContext(cfg, tmp_path), cfg={"decontam": cfg.decontam})
+    flagged = {p.id: p.metadata.get("contamination", {}).get("benchmark") for p in batch}
+    # math500 is a math benchmark only; mt_bench (decontam.benchmarks) applies to all.
+    assert flagged == {"math": "math500", "code": None, "general": None, "c2": "mt_bench"}

@@ -148,7 +148,7 @@ class SourceConfig:
     """Column holding the reference answer or tests (None: no reference)."""
     options_field: str | None = None
     """Column holding multiple-choice options (a list, or a letter -> text mapping), kept as
-    ``metadata.options`` for the verifier (None: none)."""
+    ``metadata.options``, a list ``A`` first, for the verifier (None: none)."""
     metadata_fields: list[str] = field(default_factory=list)
     """Extra columns copied into each problem's metadata."""
     system_prompt: str | None = None

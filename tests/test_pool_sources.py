@@ -149,6 +149,12 @@ def test_options_and_verifier_override_reach_the_problem(tmp_path):
             "a": "B",
         },
         {"id": "q2", "question": "Broken options", "choices": "A or B", "a": "A"},
+        {
+            "id": "q3",
+            "question": "Which is a noble gas?",
+            "choices": {"B": "Ar", "A": "N2"},
+            "a": "B",
+        },
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     cfg = SourceConfig(
@@ -160,8 +166,9 @@ def test_options_and_verifier_override_reach_the_problem(tmp_path):
         verifier="math",
     )
     read = read_source(cfg, None)
-    (problem,) = read.problems
+    problem, lettered = read.problems
     assert problem.metadata["options"] == ["O2", "CO2"] and problem.verifier == "math"
+    assert lettered.metadata["options"] == ["N2", "Ar"]  # a letter mapping, A first
     (reject,) = read.rejects
     assert reject["source"] == "mcq" and reject["line"] == 2 and "choices" in reject["reason"]
 

@@ -175,11 +175,18 @@ def _prompt_messages(row: dict[str, Any], cfg: SourceConfig) -> list[dict[str, s
     return [{"role": "user", "content": prompt}]
 
 
-def _options(row: dict[str, Any], field_name: str) -> list[Any] | dict[str, Any]:
+def _options(row: dict[str, Any], field_name: str) -> list[str]:
+    """The options as a list of texts, ``A`` first (a ``{A: .., B: ..}`` mapping is ordered)."""
     options = row.get(field_name)
+    if isinstance(options, dict) and options:
+        letters = [chr(ord("A") + i) for i in range(len(options))]
+        if sorted(str(k).strip().upper() for k in options) != letters:
+            raise ValueError(
+                f"field '{field_name}': option keys must be the letters {letters[0]}-"
+                f"{letters[-1]}, got {sorted(options)}"
+            )
+        options = [v for _, v in sorted(options.items(), key=lambda kv: str(kv[0]).upper())]
     if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
-        return options
-    if isinstance(options, dict) and options and all(isinstance(o, str) for o in options.values()):
         return options
     raise ValueError(
         f"field '{field_name}' must hold the options as a list of texts or a letter -> text "

@@ -255,7 +255,8 @@ def test_each_domain_is_a_config_of_the_output_folder_that_load_dataset_reads(
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     entries = f"+sources=[{MATH_ENTRY}, {{path: {REWORDED}, name: mbpp, domain: code}}]"
-    cfg = make_config("+pipeline=math", entries, "output.domain_mix={math: 0.5, code: 0.5}")
+    mix = "output.domain_mix={math: 0.5, code: 0.5}"
+    cfg = make_config("+pipeline=math", entries, mix, "output.dry_run=true")
     STAGES["emit"].fn(
         graded_samples(), StageContext(cfg, tmp_path), cfg={"output": cfg.output, "run.seed": 0}
     )
@@ -270,6 +271,11 @@ def test_each_domain_is_a_config_of_the_output_folder_that_load_dataset_reads(
     card = (folder / "README.md").read_text()
     assert "config_name: math" in card and "| math_train | mit |" in card
     assert "| mbpp | not stated |" in card
+    hub = tmp_path / "outputs" / "hub"  # the upload folder: <output>_<domain> configs
+    pairs_code = datasets.load_dataset(str(hub), "redi_pairs_code", split="train")
+    pairs = datasets.load_dataset(str(hub), "redi_pairs", split="train")
+    assert len(pairs_code) == sum(d == "code" for d in pairs["domain"]) > 0
+    assert set(pairs_code["domain"]) == {"code"}
 
 
 def test_each_problem_is_checked_against_its_own_domains_benchmarks(tmp_path, make_config):

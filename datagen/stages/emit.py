@@ -32,6 +32,7 @@ from datagen.output.publish import (
     push_folder,
     write_hub_folder,
     write_output,
+    write_shards,
 )
 from datagen.output.subsets import domain_data_files, write_domain_files
 from datagen.output.tokens import TokenCounter
@@ -109,7 +110,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         card = render_card(
             listed,
             config,
-            hub_data_files(listed),
+            hub_data_files(listed) | hub_domain_files(listed),
             title=title,
             pretty_name=title,
             load_path=ocfg.repo_id or display_path(final_dir / HUB_FOLDER),
@@ -118,6 +119,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
             **card_args,
         )
         folder = write_hub_folder(listed, out_dir / HUB_FOLDER, card)
+        write_hub_domains(listed, folder)
         write_license(folder, hub, ocfg.license, config)
         ctx.count("emit", "hub_folder_written")
         swap_in(out_dir, final_dir)
@@ -133,6 +135,24 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
         return batch
     swap_in(out_dir, final_dir)
     return batch
+
+
+def hub_domain_files(listed: list[Any]) -> dict[str, str]:
+    """``<output>_<domain>`` configs of the Hub folder, for outputs of two or more domains."""
+    return {
+        f"{o.name}_{domain}": f"{o.name}_{domain}/train-*.parquet"
+        for o in listed
+        for domain in domain_data_files(o.dataset)
+    }
+
+
+def write_hub_domains(listed: list[Any], folder: Path) -> None:
+    """Each ``<output>_<domain>`` config's shards (that domain's rows of the output)."""
+    for o in listed:
+        domains = o.dataset["domain"] if domain_data_files(o.dataset) else []
+        for domain in dict.fromkeys(sorted(domains)):
+            rows = [i for i, d in enumerate(domains) if d == domain]
+            write_shards(o.dataset.select(rows), folder / f"{o.name}_{domain}")
 
 
 def staging_dir(out_dir: Path) -> Path:

@@ -130,6 +130,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += outcomes.outcome_lines(summary)
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
+    by_source = (summary.get("funnel") or {}).get("by_source", {})
+    for name, counts in by_source.items() if len(by_source) > 1 else ():
+        shown = ", ".join(
+            f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in counts.items() if v
+        )
+        lines.append(f"  {'source ' + name:<32} {shown}")
     for example in (summary.get("dedup_report") or {}).get("examples", [])[:3]:
         members = ", ".join(f"{m['method']} {m['id']}" for m in example["members"])
         lines.append(f"  {'duplicate cluster':<32} kept {example['kept']['id']}: {members}")

@@ -16,6 +16,7 @@ import pytest
 
 from datagen.config import SourceConfig
 from datagen.sources import read_source, to_messages
+from datagen.summary import format_summary
 
 from .conftest import ROOT
 
@@ -156,6 +157,9 @@ def test_the_per_source_funnel_adds_up_to_the_rows_on_disk(chat_run):
     ):
         assert sum(f[key] for f in by_source.values()) == summary[total_key], key
     assert summary["funnel"]["by_domain"]["math"]["loaded"] == summary["problems_loaded"]
+    lines = format_summary(summary).splitlines()
+    (chats,) = [line for line in lines if line.strip().startswith("source chats")]
+    assert f"loaded {len(MIXED)}" in chats and "malformed 1" in chats
     card = (run_dir / "outputs" / "redi_pairs" / "README.md").read_text()
     assert "## Funnel by source and domain" in card
     assert "| chats | cc-by-4.0 |" in card and "| plain | mit |" in card

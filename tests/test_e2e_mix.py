@@ -37,6 +37,9 @@ def mix_run(tmp_path_factory) -> tuple[Path, dict]:
         "verify.routes.general.device=cpu",
         f"generation.n={N}",
         "run.progress=false",
+        # One llama.cpp thread: on this shared, oversubscribed 2-core machine two spinning
+        # threads took 10 min for the first problem, one thread 2 min for three.
+        "teacher.n_threads=1",
     )
     return run_dir, run(cfg, run_dir)
 

@@ -273,7 +273,7 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
     raw.pop("hydra", None)
     _check_renamed(raw)
     declared = stage_sections()
-    known = {"teacher", "verifier", "verify", *CORE_SECTIONS, *declared}
+    known = {"teacher", "verifier", "verify", "sources", *CORE_SECTIONS, *declared}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s): {unknown}; known: {sorted(known)}")
@@ -293,11 +293,30 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
             built[key] = section
         else:
             extra[key] = section
-    missing = sorted(fields - set(built) - {"extra"})
+    missing = sorted(fields - set(built) - {"extra", "sources"})
     if missing:  # a built-in section whose declaring stage was not imported
         raise ConfigError(f"no stage declares the config section(s) {missing}")
     _check_output_names(built["output"])
+    built["sources"] = build_sources(raw.get("sources"))
     return DatagenConfig(**built, extra=extra)
+
+
+def build_sources(node: Any) -> list[SourceConfig]:
+    """The ``sources`` list: each entry a :class:`SourceConfig` that must name its ``path``."""
+    if node is None:
+        return []
+    if not isinstance(node, list):
+        raise ConfigError(
+            "sources must be a list of source entries, e.g. sources: [{path: a.jsonl, "
+            "domain: math}, {path: b.jsonl, domain: code}]"
+        )
+    built = []
+    for i, entry in enumerate(node):
+        key = f"sources[{i}]"
+        if not isinstance(entry, dict) or not entry.get("path"):
+            raise ConfigError(f"{key}.path is required (a local file or folder, or a Hub name)")
+        built.append(build(SourceConfig, entry, key))
+    return built
 
 
 def _check_output_names(output: OutputConfig) -> None:

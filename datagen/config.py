@@ -112,28 +112,78 @@ class RunConfig:
                 raise ConfigError(f"run.{key} must be in [0, 1], got {value}")
 
 
+SOURCE_LOADERS: tuple[str, ...] = ("auto", "files", "datasets")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
+    """One source of problems: ``source`` (the one-source shorthand) or an entry of ``sources``."""
+
     path: str = "data/math_sample.jsonl"
-    """A local .jsonl/.json/.parquet file, or a Hugging Face dataset name (with ``split``)."""
+    """A local .jsonl/.json/.parquet file or folder, or a Hugging Face dataset name."""
+    name: str | None = None
+    """The ``source`` on every row, in the funnel and on the card (None: ``path``).
+    Names must differ between the entries of ``sources``."""
     domain: str = "math"
-    """math, code or general: picks the verifier for these problems."""
+    """math, code or general: picks the verifier and the benchmarks for these problems."""
     split: str = "train"
     """Split to read when ``path`` is a Hub dataset name."""
+    config: str | None = None
+    """The Hub dataset's config (subset) name (None: its default)."""
+    revision: str | None = None
+    """The Hub dataset's revision: a branch, tag or commit (None: the main branch)."""
+    loader: str = "auto"
+    """``files`` reads ``path`` as local files; ``datasets`` hands it to
+    ``datasets.load_dataset`` (a Hub name, or a local folder laid out as a Hub dataset
+    repo); ``auto``: ``files`` when ``path`` exists locally and neither ``config`` nor
+    ``revision`` is set, else ``datasets``."""
     id_field: str | None = "id"
-    """Column holding a stable id (None: ids are content hashes)."""
+    """Column holding a stable id, kept as ``metadata.source_id`` (ids stay content hashes)."""
     prompt_field: str = "problem"
-    """Column holding the problem text."""
+    """Column holding the problem text (one user turn)."""
+    messages_field: str | None = None
+    """Column holding the prompt as a conversation (a list of ``{role, content}`` with
+    roles system/user/assistant, ending with a user turn); it replaces ``prompt_field``."""
     reference_field: str | None = "answer"
     """Column holding the reference answer or tests (None: no reference)."""
+    options_field: str | None = None
+    """Column holding multiple-choice options (a list, or a letter -> text mapping), kept as
+    ``metadata.options``, a list ``A`` first, for the verifier (None: none)."""
     metadata_fields: list[str] = field(default_factory=list)
     """Extra columns copied into each problem's metadata."""
     system_prompt: str | None = None
-    """Prepended to every prompt as a system message (None: none)."""
+    """Prepended to every prompt as a system message (None: none); a conversation that
+    starts with its own system turn keeps it."""
+    limit: int | None = None
+    """Take at most this many valid problems from this source (None: all). Without
+    ``seed``, the first ones (rows after them are not read); with ``seed``, a sample."""
+    fraction: float | None = None
+    """Take about this share (0, 1] of the valid problems, chosen by ``seed`` (None: all)."""
+    seed: int | None = None
+    """Seeds ``limit``/``fraction`` sampling: a problem is picked by a hash of the seed and
+    its id, so the same rows are picked on every rerun and after the file moves."""
+    license: str | None = None
+    """The source's licence (e.g. ``mit``, ``cc-by-4.0``), listed on the dataset card."""
+    verifier: str | None = None
+    """Verifier name for this source's problems instead of its domain's (None: the domain's)."""
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "source")
         if self.domain not in DOMAINS:
             raise ConfigError(f"source.domain must be one of {DOMAINS}, got {self.domain!r}")
+        if self.loader not in SOURCE_LOADERS:
+            raise ConfigError(f"source.loader must be one of {SOURCE_LOADERS}, got {self.loader!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"source.limit must be >= 1 or null, got {self.limit}")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"source.fraction must be in (0, 1] or null, got {self.fraction}")
+        if self.limit is not None and self.fraction is not None:
+            raise ConfigError("source.limit and source.fraction: set one of them, not both")
+
+    @property
+    def label(self) -> str:
+        """What rows of this source carry as ``source``."""
+        return self.name or self.path
 
 
 @dataclass(frozen=True)
@@ -442,8 +492,20 @@ class DatagenConfig:
     """Used by the ``generate_adaptive`` stage only."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     """Verifiers by route (domain); ``verifier`` is the default route's."""
+    sources: list[SourceConfig] = field(default_factory=list)
+    """Several sources pooled in one run, read in this order (empty: ``source`` alone)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Sections that plug-in stages declare (``Stage.sections``), by top-level key."""
+
+    def __post_init__(self) -> None:
+        labels = [s.label for s in self.sources]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ConfigError(f"sources: two entries are named {twice}; give each a name")
+
+    def source_list(self) -> list[SourceConfig]:
+        """The sources this run reads: ``sources`` when given, else ``source``."""
+        return list(self.sources) or [self.source]
 
     def __getattr__(self, name: str) -> Any:
         """A section declared by a plug-in stage reads like a built-in one."""

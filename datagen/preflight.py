@@ -66,25 +66,29 @@ def check_api_key(teacher: Any) -> None:
 
 
 def check_source_fields(config: DatagenConfig) -> None:
-    """The first rows of the source must hold ``source.prompt_field`` (and the reference field)."""
+    """The first rows of each source must hold its prompt (or messages) and reference fields."""
     from datagen.sources import iter_raw_rows
 
-    src = config.source
-    rows: list[dict[str, Any]] = []
-    for _, _, row in iter_raw_rows(src):
-        if isinstance(row, dict):
-            rows.append(row)
-        if len(rows) >= SAMPLE_ROWS:
-            break
-    if not rows:
-        return  # nothing readable up front: the load stage reports each row
-    seen = sorted({k for r in rows for k in r})
-    for key, name in (("prompt_field", src.prompt_field), ("reference_field", src.reference_field)):
-        if name is not None and not any(name in r for r in rows):
-            raise ConfigError(
-                f"source.{key}={name!r}: no such field in the first {len(rows)} rows of "
-                f"{src.path}; fields there: {seen}"
-            )
+    for i, src in enumerate(config.source_list()):
+        key = f"sources[{i}]" if config.sources else "source"
+        rows: list[dict[str, Any]] = []
+        for _, _, row in iter_raw_rows(src):
+            if isinstance(row, dict):
+                rows.append(row)
+            if len(rows) >= SAMPLE_ROWS:
+                break
+        if not rows:
+            continue  # nothing readable up front: the load stage reports each row
+        seen = sorted({k for r in rows for k in r})
+        prompt = ("messages_field", src.messages_field) if src.messages_field else None
+        fields = (prompt or ("prompt_field", src.prompt_field),)
+        fields += (("reference_field", src.reference_field), ("options_field", src.options_field))
+        for name_key, name in fields:
+            if name is not None and not any(name in r for r in rows):
+                raise ConfigError(
+                    f"{key}.{name_key}={name!r}: no such field in the first {len(rows)} rows "
+                    f"of {src.path}; fields there: {seen}"
+                )
 
 
 def check_request_cache(config: DatagenConfig, run_dir: Path) -> None:

@@ -113,9 +113,22 @@ class Problem(_Record):
 
     @property
     def prompt(self) -> str:
-        """The last user turn, which is what dedup and decontamination compare."""
+        """The last user turn, which is what decontamination compares."""
         users = [m["content"] for m in self.messages if m["role"] == "user"]
         return users[-1] if users else ""
+
+    @property
+    def conversation_text(self) -> str:
+        """What dedup compares: the last user turn, or every turn of a conversation.
+
+        Two conversations ending in the same follow-up ("Explain more.") are not
+        duplicates, so a prompt with earlier user or assistant turns is compared
+        whole (system turns left out).
+        """
+        turns = [m for m in self.messages if m["role"] != "system"]
+        if len(turns) <= 1:
+            return self.prompt
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in turns)
 
 
 @dataclass
@@ -172,6 +185,8 @@ class Sample(_Record):
     """The combined verdict of all verifiers."""
     keep: bool = True
     reject_reason: str | None = None
+    source: str = ""
+    """The problem's source (its ``name``, else its path)."""
     verifier: str | None = None
     """The problem's route override (:attr:`Problem.verifier`), copied."""
     options: list[str] | None = None
@@ -200,6 +215,7 @@ class Sample(_Record):
             "passed": datasets.Value("bool"),
             "keep": datasets.Value("bool"),
             "reject_reason": datasets.Value("string"),
+            "source": datasets.Value("string"),
             "verifier": datasets.Value("string"),
             "options": datasets.List(datasets.Value("string")),
         }

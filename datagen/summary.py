@@ -15,6 +15,7 @@ import datasets
 from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
+from datagen.output.funnel import source_funnel
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
 
@@ -65,11 +66,17 @@ def build_summary(
         if len(final):
             summary["cost_per_kept_sample_usd"] = round(summary["cost_usd"] / len(final), 8)
     outputs = run_dir / config.output.dir
+    on_disk: dict[str, datasets.Dataset] = {}
     for name, spec in OUTPUTS.items():
         if (outputs / name / "arrow").exists():
-            summary[name] = len(datasets.load_from_disk(str(outputs / name / "arrow")))
+            on_disk[name] = datasets.load_from_disk(str(outputs / name / "arrow"))
+            summary[name] = len(on_disk[name])
             if spec.summary_extra is not None:
                 summary.update(spec.summary_extra(summary, summary[name]))
+    if gen_name and results:
+        ordered = [stage_dirs[r.name] for r in results if r.name in stage_dirs]
+        domains = {s.label: s.domain for s in config.source_list()}
+        summary["funnel"] = source_funnel(run_dir, ordered, domains, final, on_disk)
     for name, stage in declared.items():  # exact over the datasets, resumed or on Ray
         if stage.report is not None and name in stage_dirs:
             report = stage.report(stage_dirs[name], config)
@@ -123,6 +130,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += outcomes.outcome_lines(summary)
     for stage, n in summary.get("set_aside", {}).items():
         lines.append(f"  {'set aside by ' + stage:<32} {n}")
+    by_source = (summary.get("funnel") or {}).get("by_source", {})
+    for name, counts in by_source.items() if len(by_source) > 1 else ():
+        shown = ", ".join(
+            f"{k} {sum(v.values()) if isinstance(v, dict) else v}" for k, v in counts.items() if v
+        )
+        lines.append(f"  {'source ' + name:<32} {shown}")
     for example in (summary.get("dedup_report") or {}).get("examples", [])[:3]:
         members = ", ".join(f"{m['method']} {m['id']}" for m in example["members"])
         lines.append(f"  {'duplicate cluster':<32} kept {example['kept']['id']}: {members}")

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -293,9 +293,13 @@ class PipelineConfig:
     generation: Any
     teacher: Any
     filter: Any
+    sources: list[Any] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def source_list(self) -> list[Any]:
+        return list(self.sources) or [self.source]
 
 
 def test_pipeline_rerun_and_a_new_run_sharing_the_cache_send_nothing(proxy, tmp_path):

@@ -150,9 +150,13 @@ class StandInConfig:
     teacher: Any
     verifier: Any
     verify: Any = field(default_factory=VerifyConfig)
+    sources: list[Any] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def source_list(self) -> list[Any]:
+        return list(self.sources) or [self.source]
 
 
 @needs_qwen

@@ -24,6 +24,7 @@ from huggingface_hub import DatasetCardData
 from datagen.output.builders import BuiltOutput
 from datagen.output.difficulty import BUCKETS
 from datagen.output.formats import FORMATS
+from datagen.output.funnel import FUNNEL_KEYS
 
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
     (1_000, "n<1K"),
@@ -60,6 +61,8 @@ class HubFields:
     license_link: str | None = None
     decontamination: Mapping[str, Any] | None = None
     """``{"benchmarks", "methods", "contaminated", "by_benchmark"}``; None: not run."""
+    source_licences: tuple[tuple[str, str], ...] = ()
+    """``(source name, its licence)`` for each source, in ``sources`` order."""
 
 
 def size_category(n: int) -> str:
@@ -183,6 +186,7 @@ def render_card(
     method_notes: Sequence[str] = (),
     hub: HubFields | None = None,
     local: bool = False,
+    funnel: Mapping[str, Any] | None = None,
 ) -> str:
     """README.md text for a folder holding ``outputs``.
 
@@ -203,6 +207,7 @@ def render_card(
         hub: Language, sources, licence details and the decontamination result.
         local: ``load_path`` is a local folder: the usage lines read its files directly
             (see :func:`load_line`); else it is a Hub repo id.
+        funnel: The run's funnel by source and by domain (:mod:`datagen.output.funnel`).
 
     Returns:
         The card: YAML front matter, then markdown.
@@ -217,6 +222,8 @@ def render_card(
     parts.append(_usage_section(outputs, load_path, files))
     if overall:
         parts.append(_overall_section(overall))
+    if funnel:
+        parts.append(_funnel_section(funnel))
     parts += [_output_section(o, tokens_counted_by, len(outputs) > 1) for o in outputs]
     parts += [_method_section(outputs, config, method_notes), _sources_section(hub, license)]
     parts.append(_config_section(config))
@@ -308,10 +315,25 @@ def license_text(hub: HubFields, config: Mapping[str, Any]) -> str:
     )
 
 
+def _funnel_section(funnel: Mapping[str, Any]) -> str:
+    """Where each source's and each domain's rows went, from read to emitted."""
+    text = "## Funnel by source and domain\n\n"
+    for title, key in (("source", "by_source"), ("domain", "by_domain")):
+        rows = [(name, *(counts[k] for k in FUNNEL_KEYS)) for name, counts in funnel[key].items()]
+        text += f"By {title}:\n\n" + _table((title, *FUNNEL_KEYS), rows) + "\n"
+    return text
+
+
 def _sources_section(hub: HubFields, license: str) -> str:
     text = "## Sources and licence\n\n"
     if hub.source_note:
         text += f"Prompts: {hub.source_note}.\n\n"
+    if hub.source_licences:
+        text += (
+            "Licences of the sources:\n\n"
+            + _table(("source", "licence"), list(hub.source_licences))
+            + "\n"
+        )
     if license == "other":
         link = hub.license_link or LICENSE_FILE
         text += f"Licence: `other` ({hub.license_name or DEFAULT_LICENSE_NAME}; see {link}).\n\n"
@@ -323,8 +345,16 @@ def _sources_section(hub: HubFields, license: str) -> str:
     else:
         found = dec["contaminated"]
         by = ", ".join(f"{k}: {v}" for k, v in dec["by_benchmark"].items())
+        per_domain = dec.get("by_domain") or {}
+        against = (
+            "; ".join(
+                f"{d} prompts against {', '.join(b) or 'none'}" for d, b in per_domain.items()
+            )
+            if len(per_domain) > 1
+            else f"prompts were checked against {', '.join(dec['benchmarks'])}"
+        )
         text += (
-            f"Decontamination: prompts were checked against {', '.join(dec['benchmarks'])} "
+            f"Decontamination: {against} "
             f"({', '.join(dec['methods'])}); {found} matched and were removed before "
             f"generation{f' ({by})' if by else ''}.\n"
         )

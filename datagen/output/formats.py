@@ -78,6 +78,7 @@ def sft_features(reasoning_column: bool = True) -> datasets.Features:
         "id": datasets.Value("string"),
         "problem_id": datasets.Value("string"),
         "domain": datasets.Value("string"),
+        "source": datasets.Value("string"),
         "messages": MESSAGES,
     }
     if reasoning_column:
@@ -113,6 +114,7 @@ def pair_features(reasoning_column: bool = True) -> datasets.Features:
         "id": datasets.Value("string"),
         "problem_id": datasets.Value("string"),
         "domain": datasets.Value("string"),
+        "source": datasets.Value("string"),
         "prompt": MESSAGES,
         "chosen": MESSAGES,
         "rejected": MESSAGES,

@@ -193,6 +193,7 @@ def _pair_row(
         "id": content_hash(chosen.id, rejected.id),
         "problem_id": chosen.problem_id,
         "domain": chosen.domain,
+        "source": chosen.source,
         "prompt": chosen.messages,
         "chosen": assistant_turn(chosen, cfg.reasoning_in_content),
         "rejected": assistant_turn(rejected, cfg.reasoning_in_content),

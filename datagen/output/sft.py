@@ -84,6 +84,7 @@ def build_sft(
             "id": s.id,
             "problem_id": s.problem_id,
             "domain": s.domain,
+            "source": s.source,
             "messages": [*s.messages, *assistant_turn(s, cfg.reasoning_in_content)],
             "reasoning": s.reasoning,
             "reference": s.reference,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -105,3 +106,31 @@ def take_subset(
         "by_domain": dict(sorted(Counter(subset["domain"]).items())),
         "seed": seed,
     }
+
+
+DOMAINS_FOLDER = "domains"
+"""Where an output folder keeps one Parquet file per domain (its per-domain configs)."""
+
+
+def domain_data_files(ds: datasets.Dataset) -> dict[str, str]:
+    """Domain -> data file of its config, when ``ds`` holds rows of two or more domains.
+
+    A card config can only point at files, so each domain gets its own file and
+    ``load_dataset(folder, "math")`` reads that domain's rows alone.
+    """
+    found = sorted(set(ds["domain"])) if len(ds) else []
+    if len(found) < 2:
+        return {}
+    return {d: f"{DOMAINS_FOLDER}/{d}.parquet" for d in found}
+
+
+def write_domain_files(ds: datasets.Dataset, folder: Path) -> None:
+    """Write the files :func:`domain_data_files` names (nothing for a one-domain output)."""
+    files = domain_data_files(ds)
+    if not files:
+        return
+    (folder / DOMAINS_FOLDER).mkdir(parents=True, exist_ok=True)
+    domains = ds["domain"]
+    for domain, path in files.items():
+        rows = [i for i, d in enumerate(domains) if d == domain]
+        ds.select(rows).to_parquet(str(folder / path))

@@ -51,32 +51,46 @@ def go_offline() -> None:
     datasets.config.HF_HUB_OFFLINE = True
 
 
-def load_hub_dataset(name: str, split: str) -> Any:
-    """``datasets.load_dataset(name, split=split)``, failing in one line that says what to do.
+def load_hub_dataset(
+    name: str,
+    split: str,
+    config: str | None = None,
+    revision: str | None = None,
+    *,
+    local: bool = False,
+) -> Any:
+    """``datasets.load_dataset(name, config, split=..., revision=...)``, failing in one line.
+
+    The result is an Arrow dataset (memory-mapped from the cache), so the source is
+    read row by row without holding it in Python. ``local``: ``name`` is a folder laid
+    out as a Hub dataset repo (no probe of the network).
 
     Raises:
         ConfigError: The dataset is not in the cache and the Hub cannot be reached,
-            or the Hub refused it (unknown name, gated, no such split).
+            or the Hub refused it (unknown name or config, gated, no such split or revision).
     """
     import datasets
 
     offline = offline_by_env()
-    if not offline and not hub_reachable():
+    if not local and not offline and not hub_reachable():
         logger.warning("the Hub cannot be reached: using the local dataset cache only")
         offline = True
-    if offline:
+    if offline and not local:
         go_offline()
     try:
-        return datasets.load_dataset(name, split=split)
+        return datasets.load_dataset(name, config, split=split, revision=revision)
     except Exception as exc:
         first = escape_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         where = (
             "offline (no network or HF_HUB_OFFLINE=1) and it is not in the local cache"
-            if offline
-            else f"the Hub said: {type(exc).__name__}: {first}"
+            if offline and not local
+            else f"{'datasets' if local else 'the Hub'} said: {type(exc).__name__}: {first}"
+        )
+        shown = ", ".join(
+            f"{k} {v!r}" for k, v in (("config", config), ("revision", revision)) if v
         )
         raise ConfigError(
-            f"source.path={name!r} (split {split!r}) could not be loaded: {where}. "
-            "Give a local .jsonl/.json/.parquet file or folder, or download the dataset "
-            "once while online"
+            f"source.path={name!r} (split {split!r}{', ' + shown if shown else ''}) could not "
+            f"be loaded: {where}. Give a local .jsonl/.json/.parquet file or folder, or "
+            "download the dataset once while online"
         ) from None

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen.config import ConfigError
-from datagen.records import Problem, content_hash
+from datagen.records import DOMAINS, Problem, content_hash
 from datagen.similarity import LEAK_METHODS, EmbeddingSpec, Item, LeakIndex
 from datagen.sources import resolve_path
 from datagen.stages.base import Stage, StageContext, register_stage
@@ -57,8 +57,12 @@ class DecontamConfig:
     benchmark_dir: str = "data/benchmarks"
     """Folder of ``NAME.jsonl`` files with ``id`` and ``problem`` fields."""
     benchmarks: list[str] = field(default_factory=list)
-    """Benchmark file stems in ``benchmark_dir``, or paths to ``.jsonl`` files elsewhere
-    (empty: no decontamination)."""
+    """Benchmark file stems in ``benchmark_dir``, or paths to ``.jsonl`` files elsewhere,
+    checked against every problem whatever its domain (empty: none)."""
+    by_domain: dict[str, list[str]] | None = None
+    """More benchmarks per domain (e.g. ``{math: [math500], code: [humaneval]}``): a problem
+    is checked against its own domain's list plus ``benchmarks``. None: ``benchmarks`` only.
+    ``decontam=mix`` lists the bundled sets of all three domains."""
     methods: list[str] = field(default_factory=lambda: ["exact", "ngram"])
     """Any of ``exact``, ``ngram``, ``embedding`` (run in that order)."""
     ngram: int = 13
@@ -81,7 +85,16 @@ class DecontamConfig:
     RENAMED: ClassVar[dict[str, str]] = RENAMED_EMBEDDING
     """Old key -> new key (relative to ``decontam``)."""
 
+    def for_domain(self, domain: str) -> list[str]:
+        """The benchmarks a problem of ``domain`` is checked against (each once)."""
+        return list(dict.fromkeys([*(self.by_domain or {}).get(domain, []), *self.benchmarks]))
+
     def __post_init__(self) -> None:
+        unknown_domains = sorted(set(self.by_domain or {}) - set(DOMAINS))
+        if unknown_domains:
+            raise ConfigError(
+                f"decontam.by_domain: unknown domain(s) {unknown_domains}; use {DOMAINS}"
+            )
         unknown = sorted(set(self.methods) - set(LEAK_METHODS))
         if unknown:
             raise ConfigError(f"decontam.methods: unknown {unknown}; choose from {LEAK_METHODS}")
@@ -122,10 +135,10 @@ def benchmark_path(cfg: DecontamConfig, name: str) -> Path:
     return path
 
 
-def load_benchmarks(cfg: DecontamConfig) -> list[Item]:
-    """Every item of every configured benchmark, as ``Item(benchmark, id, problem)``."""
+def load_benchmarks(cfg: DecontamConfig, names: list[str] | None = None) -> list[Item]:
+    """Every item of the benchmarks ``names`` (default: ``benchmarks``), as ``Item(...)``."""
     items = []
-    for name in cfg.benchmarks:
+    for name in cfg.benchmarks if names is None else names:
         path = benchmark_path(cfg, name)
         group = path.stem if ("/" in name or name.endswith(".jsonl")) else name
         with open(path, encoding="utf-8") as fh:
@@ -136,13 +149,16 @@ def load_benchmarks(cfg: DecontamConfig) -> list[Item]:
     return items
 
 
-def build_leak_index(cfg: DecontamConfig, ctx: StageContext) -> LeakIndex:
-    """The benchmark index for ``cfg`` (embeddings of the items come from the cache)."""
+def build_leak_index(
+    cfg: DecontamConfig, ctx: StageContext, names: list[str] | None = None
+) -> LeakIndex:
+    """The index of benchmarks ``names`` (default: ``benchmarks``); embeddings from the cache."""
     embed = None
     if "embedding" in cfg.methods:
         embed = get_embedder(ctx, cfg.embedding).encode
-    items = load_benchmarks(cfg)
-    logger.info("decontaminate: %d items from %d benchmarks", len(items), len(cfg.benchmarks))
+    names = list(cfg.benchmarks) if names is None else names
+    items = load_benchmarks(cfg, names)
+    logger.info("decontaminate: %d items from %d benchmarks", len(items), len(names))
     return LeakIndex(
         items,
         methods=cfg.methods,
@@ -169,10 +185,20 @@ def decontaminate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any
         ``contaminated: BENCHMARK (METHOD)`` and ``metadata["contamination"]``.
     """
     dcfg: DecontamConfig = cfg["decontam"]
-    if not dcfg.benchmarks or not batch:
-        return batch
-    key = f"decontam_index:{content_hash(asdict(dcfg))}"
-    index: LeakIndex = ctx.resource(key, lambda: build_leak_index(dcfg, ctx))
+    by_names: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(batch):  # each problem against its own domain's benchmarks
+        by_names.setdefault(tuple(dcfg.for_domain(p.domain)), []).append(i)
+    for names, rows in by_names.items():
+        if names:
+            _mark_leaks([batch[i] for i in rows], list(names), dcfg, ctx)
+    return batch
+
+
+def _mark_leaks(
+    batch: list[Problem], names: list[str], dcfg: DecontamConfig, ctx: StageContext
+) -> None:
+    key = f"decontam_index:{content_hash(asdict(dcfg), names)}"
+    index: LeakIndex = ctx.resource(key, lambda: build_leak_index(dcfg, ctx, names))
     matches = index.match([p.prompt for p in batch])
     for problem, hit in zip(batch, matches, strict=True):
         if hit is None:
@@ -190,7 +216,6 @@ def decontaminate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any
         problem.reject_reason = f"contaminated: {hit.group} ({hit.method})"
         problem.metadata["contamination"] = evidence
         ctx.count("decontaminate", f"{hit.group}:{hit.method}")
-    return batch
 
 
 def write_decontam_report(stage_dir: Path, max_chars: int = 300) -> dict[str, Any]:

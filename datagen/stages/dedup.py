@@ -11,7 +11,8 @@ Every removed row records its evidence in ``metadata``::
     duplicate_of  id of the kept member
     cluster       id of the kept member (also set on the kept member itself)
     cluster_size  members in the cluster
-    duplicate     {"of", "method": exact|normalised|semantic|minhash, "score": to kept}
+    duplicate     {"of", "of_source": the kept member's source,
+                   "method": exact|normalised|semantic|minhash, "score": to kept}
 
 The machinery lives in :mod:`datagen.similarity`; this module maps records
 onto it. :func:`dedup_samples` is the optional per-prompt near-duplicate pass
@@ -43,7 +44,7 @@ from datagen.stages.base import Stage, StageContext, register_stage
 logger = logging.getLogger(__name__)
 
 DEDUP_METHODS = ("none", "exact", "semantic")
-KEEP_POLICIES = ("first", "reference", "longest")
+KEEP_POLICIES = ("source_order", "first", "reference", "longest")
 SAMPLE_METHODS = ("none", "exact", "jaccard")
 
 CONSUMES = ("messages", "reference")
@@ -119,9 +120,11 @@ class DedupConfig:
     97% of added instructions but 67% of reordered sentences; 0.90 catches 99.7% and 91%
     and merges more distinct prompts. Templated problems with other numbers score
     0.72-0.98 (long word problems highest). See docs/dedup.md."""
-    keep: str = "first"
-    """Which member of a cluster to keep: ``first`` seen, the first with a ``reference``
-    answer, or the ``longest`` prompt (ties go to the first seen)."""
+    keep: str = "source_order"
+    """Which member of a cluster to keep: ``source_order`` (the one from the source listed
+    first in ``sources``, then the first seen; with one source, the same as ``first``),
+    ``first`` seen, the first with a ``reference`` answer, or the ``longest`` prompt (ties
+    go to the first seen)."""
     neighbours: int = 16
     """Nearest neighbours searched per prompt; larger clusters still join transitively."""
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
@@ -188,7 +191,19 @@ def get_embedder(ctx: StageContext, spec: EmbeddingSpec) -> Embedder:
     )
 
 
-def _priority(batch: list[Problem], policy: str) -> list[Any]:
+def source_ranks(ctx: StageContext, batch: list[Problem]) -> dict[str, int]:
+    """Each source's place in ``sources`` (sources not listed: in order of first appearance)."""
+    source_list = getattr(getattr(ctx, "config", None), "source_list", None)
+    listed = [s.label for s in source_list()] if callable(source_list) else []
+    ranks = {label: i for i, label in enumerate(listed)}
+    for p in batch:
+        ranks.setdefault(p.source, len(ranks))
+    return ranks
+
+
+def _priority(batch: list[Problem], policy: str, ranks: dict[str, int]) -> list[Any]:
+    if policy == "source_order":
+        return [(ranks[p.source], i) for i, p in enumerate(batch)]
     if policy == "reference":
         return [(not (p.reference or "").strip(), i) for i, p in enumerate(batch)]
     if policy == "longest":
@@ -216,8 +231,8 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
     if dcfg.method == "semantic":
         embed = get_embedder(ctx, dcfg.embedding).encode
     found = find_duplicates(
-        [p.prompt for p in batch],
-        priority=_priority(batch, dcfg.keep),
+        [p.conversation_text for p in batch],
+        priority=_priority(batch, dcfg.keep, source_ranks(ctx, batch)),
         embed=embed,
         threshold=dcfg.threshold,
         neighbours=dcfg.neighbours,
@@ -239,7 +254,12 @@ def dedup(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> li
             f"duplicate: {method}" if method in ("semantic", "minhash") else "duplicate: exact"
         )
         problem.metadata["duplicate_of"] = head.id
-        problem.metadata["duplicate"] = {"of": head.id, "method": method, "score": found.score[i]}
+        problem.metadata["duplicate"] = {
+            "of": head.id,
+            "of_source": head.source,
+            "method": method,
+            "score": found.score[i],
+        }
     for key, value in found.stats.items():
         ctx.count("dedup", key, round(value, 3) if isinstance(value, float) else value)
     logger.info("dedup: %s", found.stats)

@@ -33,6 +33,7 @@ from datagen.output.card import (
     render_card,
 )
 from datagen.output.difficulty import PassRateTally, pass_rate_summary
+from datagen.output.funnel import source_funnel
 from datagen.output.publish import (
     HUB_FOLDER,
     hub_data_files,
@@ -40,16 +41,19 @@ from datagen.output.publish import (
     push_folder,
     write_hub_folder,
     write_output,
+    write_shards,
 )
+from datagen.output.subsets import domain_data_files, write_domain_files
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
 from datagen.safetext import redact_config
-from datagen.sources import resolve_path
+from datagen.sources import resolve_path, uses_datasets
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 
 logger = logging.getLogger(__name__)
 
 CONSUMES = ("passed", "truncated", "finish_reason", "verdicts", "reasoning", "content")
+FUNNEL_COLUMNS = ("source", "domain", "passed")
 PRODUCES = ()  # rows pass through; the outputs are files under RUN_DIR/<output.dir>
 
 
@@ -60,7 +64,7 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
     counter = _counter(ctx, ocfg)
     outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
     overall = pass_rate_summary(batch, ocfg.difficulty_edges)
-    write_outputs(outputs, overall, ctx, ocfg, counter, token)
+    write_outputs(outputs, overall, batch, ctx, ocfg, counter, token)
     return batch
 
 
@@ -82,7 +86,8 @@ def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, An
         outputs = build_outputs_by_prompt(
             prompt_chunks(data), ocfg, cfg["run.seed"], counter, work, tally
         )
-        write_outputs(outputs, tally.summary(), ctx, ocfg, counter, token)
+        final = data.select_columns([c for c in FUNNEL_COLUMNS if c in data.column_names])
+        write_outputs(outputs, tally.summary(), final, ctx, ocfg, counter, token)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -96,12 +101,16 @@ def _counter(ctx: StageContext, ocfg: OutputConfig) -> TokenCounter:
 def write_outputs(
     outputs: dict[str, BuiltOutput],
     overall: dict[str, Any],
+    final: list[Sample] | datasets.Dataset,
     ctx: StageContext,
     ocfg: OutputConfig,
     counter: TokenCounter,
     token: str | None,
 ) -> None:
-    """Write every output's folder with its card (and the Hub folder), swap them in, push."""
+    """Write every output's folder with its card (and the Hub folder), swap them in, push.
+
+    ``final`` is the samples that reached emit (rows or a dataset), for the funnel.
+    """
     config = redact_config(ctx.config.as_dict())  # cards are published: no URL credentials
     out_dir = Path(ctx.run_dir) / ocfg.dir
     final_dir, out_dir = out_dir, staging_dir(out_dir)  # built aside, swapped in whole
@@ -111,25 +120,31 @@ def write_outputs(
         if name in STAGES and (note := STAGES[name].card_note) is not None
     ]
     hub = hub_fields(ctx)
+    funnel = run_funnel(ctx, final, {n: o.dataset for n, o in outputs.items()})
+    ctx.stats.setdefault("emit", {})["funnel"] = funnel
     card_args = {
         "license": ocfg.license,
         "tokens_counted_by": counter.name,
         "overall": overall,
         "method_notes": notes,
         "hub": hub,
+        "funnel": funnel,
     }
     for name, out in outputs.items():
         folder = out_dir / name
+        files = {name: f"{name}.parquet"}  # named like the output, so load_dataset(folder, name)
+        files |= domain_data_files(out.dataset)  # and load_dataset(folder, "math")
         card = render_card(
             [out],
             config,
-            {name: f"{name}.parquet"},  # named like the output, so load_dataset(folder, name)
+            files,
             title=name,
             load_path=display_path(final_dir / name),  # where it will be
             local=True,
             **card_args,
         )
         write_output(out, folder, card)
+        write_domain_files(out.dataset, folder)
         write_license(folder, hub, ocfg.license, config)
         stats = ctx.stats.setdefault("emit", {})
         stats["all_prompts"] = overall
@@ -150,7 +165,7 @@ def write_outputs(
         card = render_card(
             listed,
             config,
-            hub_data_files(listed),
+            hub_data_files(listed) | hub_domain_files(listed),
             title=title,
             pretty_name=title,
             load_path=ocfg.repo_id or display_path(final_dir / HUB_FOLDER),
@@ -159,6 +174,7 @@ def write_outputs(
             **card_args,
         )
         folder = write_hub_folder(listed, out_dir / HUB_FOLDER, card)
+        write_hub_domains(listed, folder)
         write_license(folder, hub, ocfg.license, config)
         ctx.count("emit", "hub_folder_written")
         swap_in(out_dir, final_dir)
@@ -173,6 +189,24 @@ def write_outputs(
             ctx.count("emit", "pushed_to_hub")
         return
     swap_in(out_dir, final_dir)
+
+
+def hub_domain_files(listed: list[Any]) -> dict[str, str]:
+    """``<output>_<domain>`` configs of the Hub folder, for outputs of two or more domains."""
+    return {
+        f"{o.name}_{domain}": f"{o.name}_{domain}/train-*.parquet"
+        for o in listed
+        for domain in domain_data_files(o.dataset)
+    }
+
+
+def write_hub_domains(listed: list[Any], folder: Path) -> None:
+    """Each ``<output>_<domain>`` config's shards (that domain's rows of the output)."""
+    for o in listed:
+        domains = o.dataset["domain"] if domain_data_files(o.dataset) else []
+        for domain in dict.fromkeys(sorted(domains)):
+            rows = [i for i, d in enumerate(domains) if d == domain]
+            write_shards(o.dataset.select(rows), folder / f"{o.name}_{domain}")
 
 
 def staging_dir(out_dir: Path) -> Path:
@@ -210,23 +244,39 @@ def display_path(folder: Path) -> str:
         return str(folder)
 
 
+def run_funnel(ctx: StageContext, final: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+    """The per-source and per-domain funnel, from the stages before ``emit`` and the outputs."""
+    stages = list(ctx.config.pipeline.stages)
+    upto = stages.index("emit") if "emit" in stages else len(stages)
+    dirs = [Path(ctx.run_dir) / "stages" / f"{i:02d}_{n}" for i, n in enumerate(stages[:upto])]
+    domains = {s.label: s.domain for s in ctx.config.source_list()}
+    dirs = [d for d in dirs if d.exists()]
+    return source_funnel(Path(ctx.run_dir), dirs, domains, final, outputs)
+
+
+def _source_note(source: Any) -> str:
+    if resolve_path(source.path) is not None and not uses_datasets(source):
+        where = f"the local file `{source.path}`"
+    else:
+        pinned = (("config", source.config), ("revision", source.revision))
+        extra = "".join(f", {k} `{v}`" for k, v in pinned if v)
+        where = f"the Hub dataset `{source.path}` (split `{source.split}`{extra})"
+    return where if source.name is None else f"`{source.name}`: {where}"
+
+
 def hub_fields(ctx: StageContext) -> HubFields:
     """The card fields that come from the run: language, sources, licence, decontamination."""
     config = ctx.config
     ocfg: OutputConfig = config.output
-    source = config.source
-    local = resolve_path(source.path) is not None
+    sources = config.source_list()
     named = ocfg.source_datasets
-    datasets_ = tuple(named if named is not None else ([] if local else [source.path]))
-    note = (
-        f"the local file `{source.path}`"
-        if local
-        else f"the Hub dataset `{source.path}` (split `{source.split}`)"
-    )
+    hub_names = [s.path for s in sources if resolve_path(s.path) is None]
+    datasets_ = tuple(named if named is not None else dict.fromkeys(hub_names))
     return HubFields(
         language=tuple(ocfg.language),
         source_datasets=datasets_,
-        source_note=note,
+        source_note="; ".join(_source_note(s) for s in sources),
+        source_licences=tuple((s.label, s.license or "not stated") for s in sources),
         license_name=ocfg.license_name,
         license_link=ocfg.license_link,
         decontamination=decontamination_result(ctx),
@@ -249,8 +299,11 @@ def decontamination_result(ctx: StageContext) -> dict[str, Any] | None:
                 .get("benchmark", "?")
             )
             by_benchmark[name] = by_benchmark.get(name, 0) + 1
+    domains = dict.fromkeys(s.domain for s in ctx.config.source_list())
+    by_domain = {d: dcfg.for_domain(d) for d in domains}
     return {
-        "benchmarks": list(dcfg.benchmarks),
+        "benchmarks": list(dict.fromkeys(b for names in by_domain.values() for b in names)),
+        "by_domain": by_domain,
         "methods": list(dcfg.methods),
         "contaminated": sum(by_benchmark.values()),
         "by_benchmark": dict(sorted(by_benchmark.items())),

@@ -409,6 +409,7 @@ class Teacher(ABC):
             error=c.error,
             keep=not failed,
             reject_reason=f"generation failed: {c.error}" if failed else None,
+            source=problem.source,
         )
 
     def stats(self) -> dict[str, Any]:

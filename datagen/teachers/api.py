@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,55 @@ from datagen.teachers.retry import backoff_delay, classify
 
 logger = logging.getLogger(__name__)
 
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Any, seconds: float) -> Any:
+        """``awaitable``'s result, or ``TimeoutError`` after ``seconds`` (one timer, no task)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # asyncio.timeout is new in 3.11; wait_for wraps the call in a task of its own
+    _within = asyncio.wait_for
+
+
+def http_limits(concurrency: int) -> Any:
+    """Connection pool limits that keep one idle connection per request slot.
+
+    The SDK's default pool keeps 100 idle connections: past ``teacher.concurrency=100``
+    every answer closes its connection and the next request opens a new one (a TCP
+    handshake and a pool scan per request, measured in benchmarks/bench_generate_stream.py).
+    """
+    try:
+        import httpx2 as httpx  # what openai 3 is built on
+    except ImportError:
+        import httpx
+    return httpx.Limits(
+        max_connections=max(1000, concurrency), max_keepalive_connections=max(100, concurrency)
+    )
+
+
+class _Outbox:
+    """Completions of one event-loop tick, handed to the consuming thread as one list.
+
+    One wake-up of the consumer (and one cache commit) per tick instead of one per
+    response; the list is handed over at the end of the tick it was filled in, so
+    nothing waits for a later response.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, results: queue.SimpleQueue[Any]) -> None:
+        self.loop, self.results = loop, results
+        self.items: list[tuple[int, Completion]] = []
+
+    def add(self, item: tuple[int, Completion]) -> None:
+        if not self.items:
+            self.loop.call_soon(self.flush)
+        self.items.append(item)
+
+    def flush(self) -> None:
+        if self.items:
+            items, self.items = self.items, []
+            self.results.put(items)
+
 
 @dataclass(frozen=True)
 class OpenAITeacherConfig:
@@ -63,8 +113,10 @@ class OpenAITeacherConfig:
     concurrency: int = 16
     """Requests in flight at once."""
     timeout: float = 600.0
-    """Seconds one request may take, from sending to the last byte; then it is retried.
-    Reasoning models can think for minutes: keep it well above the longest answer."""
+    """Seconds one request may take, from sending to the last byte (a deadline on the whole
+    call, so a server that trickles bytes cannot hold it either); then it is retried like
+    any transient failure, and after ``max_retries`` its samples are recorded as failed
+    with the reason. Reasoning models can think for minutes: keep it above the longest answer."""
     max_retries: int = 8
     """Retries of one request after a transient failure (429, 5xx, timeout, dropped
     connection, malformed body) before its samples are recorded as failed."""
@@ -76,8 +128,8 @@ class OpenAITeacherConfig:
     """Cap, in seconds, on a wait the server asks for with ``Retry-After``."""
     stall_timeout: float | None = None
     """Stop the stage when no response has arrived for this many seconds while requests
-    are in flight (a server that accepts connections but never answers). None:
-    ``timeout`` + 60; 0: never."""
+    are in flight (a server that accepts connections but never answers): a guard over
+    the whole stream, beside ``timeout`` on each request. None: ``timeout`` + 60; 0: never."""
     unreachable_after: float = 20.0
     """Stop the stage when every attempt for this many seconds ended in a refused or
     failed connection (the server is down); 0: retry as for any transient failure.
@@ -247,7 +299,7 @@ class OpenAITeacher(Teacher):
         self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
 
     async def _make_client(self) -> Any:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         # Our own retry loop replaces the SDK's, which would retry a 401 and
         # not record why a request failed.
@@ -256,6 +308,7 @@ class OpenAITeacher(Teacher):
             api_key=self._api_key,
             max_retries=0,
             timeout=self.cfg.timeout,
+            http_client=DefaultAsyncHttpxClient(limits=http_limits(self.cfg.concurrency)),
         )
 
     def key_extra(self) -> dict[str, Any] | None:
@@ -289,6 +342,12 @@ class OpenAITeacher(Teacher):
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
+        for chunk in self.complete_chunks(requests, sampling):
+            yield from chunk
+
+    def complete_chunks(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[list[tuple[int, Completion]]]:
         groups = (
             group_by_prompt(requests)
             if self.cfg.server_supports_n
@@ -312,7 +371,7 @@ class OpenAITeacher(Teacher):
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                remaining -= 1
+                remaining -= len(item)
                 yield item
         finally:
             if not future.done():
@@ -337,24 +396,26 @@ class OpenAITeacher(Teacher):
     ) -> None:
         sem = asyncio.Semaphore(self.cfg.concurrency)
         state = _RunState()
+        outbox = _Outbox(asyncio.get_running_loop(), results)
 
         async def one(group: list[int]) -> None:
             async with sem:
                 if state.fatal is not None:
                     raise state.fatal
                 await self._complete_group(
-                    [(i, requests[i]) for i in group], sampling, results, state
+                    [(i, requests[i]) for i in group], sampling, outbox, state
                 )
 
         tasks = [asyncio.create_task(one(g)) for g in groups]
         try:
-            for finished in asyncio.as_completed(tasks):
-                await finished
+            await asyncio.gather(*tasks)  # the first error comes out at once
+            outbox.flush()
         except BaseException as exc:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if not isinstance(exc, asyncio.CancelledError):
+                outbox.flush()  # what arrived before the error is still handed on (cached)
                 results.put(state.fatal or exc)
             raise
 
@@ -362,7 +423,7 @@ class OpenAITeacher(Teacher):
         self,
         items: list[tuple[int, Request]],
         sampling: SamplingConfig,
-        results: queue.SimpleQueue[Any],
+        outbox: _Outbox,
         state: _RunState,
     ) -> None:
         first = items[0][1]
@@ -370,10 +431,10 @@ class OpenAITeacher(Teacher):
         if isinstance(outcome, str):
             self.failed += len(items)
             for i, _ in items:
-                results.put((i, Completion("", error=outcome)))
+                outbox.add((i, Completion("", error=outcome)))
             return
         for (i, _), completion in zip(items, outcome, strict=False):
-            results.put((i, completion))
+            outbox.add((i, completion))
         rest = items[len(outcome) :]
         if rest and not self._warned_n:
             self._warned_n = True
@@ -384,7 +445,7 @@ class OpenAITeacher(Teacher):
                 len(items),
             )
         for item in rest:
-            await self._complete_group([item], sampling, results, state)
+            await self._complete_group([item], sampling, outbox, state)
 
     async def _call(
         self,
@@ -402,7 +463,7 @@ class OpenAITeacher(Teacher):
                 raise state.fatal
             self.http_requests += 1
             try:
-                response = await asyncio.wait_for(
+                response = await _within(
                     self._client.chat.completions.create(**body), self.cfg.timeout
                 )
                 completions = parse_completion(response, n)

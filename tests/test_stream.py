@@ -155,3 +155,48 @@ def test_kill_9_mid_stream_resends_only_what_was_in_flight(tmp_path, make_config
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["generate"]["stats"]["requests_sent"] == total - len(stored)
     assert generated(run_dir) == reference
+
+
+class OneHangs(Latency):
+    """Every request answers at once except the one for ``prompt``, which never does."""
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(median=0.0)
+        object.__setattr__(self, "prompt", prompt)
+
+    def of(self, key: str) -> float:
+        return 3600.0 if key.startswith(self.prompt + "|") else 0.0
+
+
+def test_a_hung_request_times_out_is_retried_and_ends_as_a_failed_sample_with_its_reason():
+    from datagen.config import SamplingConfig
+    from datagen.teachers.api import OpenAITeacherConfig
+
+    problems = [
+        Problem(id=f"q{i}", source="t", domain="math", messages=[{"role": "user", "content": p}])
+        for i, p in enumerate(["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"])
+    ]
+    with LatencyServer(OneHangs("What is 2 + 2?")) as server:
+        cfg = OpenAITeacherConfig(
+            model="m",
+            base_url=server.base_url,
+            api_key_env=None,
+            timeout=0.5,  # per request; the stream's stall guard stays at its default (60.5 s)
+            max_retries=1,
+            backoff_initial=0.01,
+            backoff_max=0.01,
+        )
+        teacher = OpenAITeacher(cfg, None)
+        started = time.monotonic()
+        groups = list(teacher.generate_stream(problems, SamplingConfig(n=1), 0))
+        elapsed = time.monotonic() - started
+        teacher.close()
+        counts = server.counts.as_dict()
+    samples = {g[0].problem_id: g[0] for g in groups}
+    assert sorted(samples) == ["q0", "q1", "q2"]  # the hung one is not lost
+    assert samples["q0"].error is None and samples["q2"].error is None
+    assert samples["q1"].error == "gave up after 2 attempts: timeout"
+    assert samples["q1"].keep is False and "timeout" in samples["q1"].reject_reason
+    assert counts["sent_twice"] and counts["sent_twice"][0].startswith("What is 2 + 2?")
+    assert counts["requests"] == 4  # the hung request twice (its retry), the others once
+    assert elapsed < 30  # two timeouts, not the stall guard's minute

@@ -200,3 +200,47 @@ def test_a_hung_request_times_out_is_retried_and_ends_as_a_failed_sample_with_it
     assert counts["sent_twice"] and counts["sent_twice"][0].startswith("What is 2 + 2?")
     assert counts["requests"] == 4  # the hung request twice (its retry), the others once
     assert elapsed < 30  # two timeouts, not the stall guard's minute
+
+
+def test_the_summary_says_when_a_tiny_concurrency_set_the_pace(tmp_path, make_config):
+    from datagen.summary import build_summary, format_summary
+
+    source = make_source(tmp_path, 20)
+    with LatencyServer(Latency(median=0.02, sigma=0.5, tail_share=0.0)) as server:
+        cfg = make_config(*overrides(source, server.base_url, "teacher.concurrency=2"))
+        run_dir = tmp_path / "run"
+        results = Runner(cfg, run_dir, [STAGES["load"], STAGES["generate"]]).run()
+    stats = results[-1].stats
+    assert stats["window_answered"] == 40 and stats["retries"] == 0
+    assert stats["window_queued_s"] / stats["window_busy_s"] > 0.9  # measured, not assumed
+    summary = build_summary(results, run_dir, 1.0, cfg)
+    [note] = summary["notes"]
+    assert note.startswith("generate: teacher.concurrency=2 (default 16) set the pace")
+    assert "raise teacher.concurrency" in note
+    assert f"  note: {note}" in format_summary(summary).splitlines()
+
+
+def test_no_note_when_the_window_is_wider_than_the_work_and_one_for_small_batches(make_config):
+    from datagen.stages.generate import stream_note
+
+    cfg = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=4"
+    )
+    window = {"window_busy_s": 9.0, "window_queued_s": 8.9, "window_in_flight_s": 36.0}
+    window["window_latency_s"] = 90.0
+    few = {**window, "window_busy_s": 2.0, "window_queued_s": 0.5, "window_answered": 8}
+    assert stream_note({**few, "retries": 0}, cfg) is None  # the work, not the window
+    busy = {**window, "window_answered": 900}
+    assert stream_note({**busy, "retries": 3}, cfg) is None  # the server pushed back
+    assert "4.0 in flight on average" in stream_note({**busy, "retries": 0}, cfg)
+    wide = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=64"
+    )
+    assert stream_note({**busy, "retries": 0}, wide) is None  # not below the default
+    cfg = wide
+    batches = {"batches": 10, "batch_requests": 40 * 4 * 10}  # 40 problems x n=4 per batch
+    assert stream_note(batches, cfg) is None
+    small = {"batches": 10, "batch_requests": 4 * 4 * 10}  # 16 requests per batch, 64 slots
+    note = stream_note(small, cfg)
+    assert note.startswith("generate: batches averaged 16 requests for teacher.concurrency=64")
+    assert "run.generate_batch_size to at least 16" in note  # 64 slots / n=4

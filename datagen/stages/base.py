@@ -69,6 +69,9 @@ class Stage:
     rows in finished shards. None: the stage runs batch by batch."""
     streams: Callable[[DatagenConfig], bool] | None = None
     """Whether this run uses ``stream`` (e.g. only teachers that keep a window full)."""
+    summary_note: Callable[[dict[str, Any], DatagenConfig], str | None] | None = None
+    """One line for the summary from the stage's stats, when a setting held it back
+    (e.g. a request window too small for the server); None when all is well."""
     description: str = ""
 
     def gpu(self, config: DatagenConfig) -> bool:

@@ -21,7 +21,6 @@ import logging
 import os
 import queue
 import random
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 
 from datagen.config import ConfigError, SamplingConfig, reject_non_finite
 from datagen.safetext import redact_url, safe_message
+from datagen.teachers.aio import Outbox, Window, http_limits, within
 from datagen.teachers.base import (
     Completion,
     PriceConfig,
@@ -47,55 +47,6 @@ from datagen.teachers.responses import parse_completion
 from datagen.teachers.retry import backoff_delay, classify
 
 logger = logging.getLogger(__name__)
-
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Any, seconds: float) -> Any:
-        """``awaitable``'s result, or ``TimeoutError`` after ``seconds`` (one timer, no task)."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # asyncio.timeout is new in 3.11; wait_for wraps the call in a task of its own
-    _within = asyncio.wait_for
-
-
-def http_limits(concurrency: int) -> Any:
-    """Connection pool limits that keep one idle connection per request slot.
-
-    The SDK's default pool keeps 100 idle connections: past ``teacher.concurrency=100``
-    every answer closes its connection and the next request opens a new one (a TCP
-    handshake and a pool scan per request, measured in benchmarks/bench_generate_stream.py).
-    """
-    try:
-        import httpx2 as httpx  # what openai 3 is built on
-    except ImportError:
-        import httpx
-    return httpx.Limits(
-        max_connections=max(1000, concurrency), max_keepalive_connections=max(100, concurrency)
-    )
-
-
-class _Outbox:
-    """Completions of one event-loop tick, handed to the consuming thread as one list.
-
-    One wake-up of the consumer (and one cache commit) per tick instead of one per
-    response; the list is handed over at the end of the tick it was filled in, so
-    nothing waits for a later response.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, results: queue.SimpleQueue[Any]) -> None:
-        self.loop, self.results = loop, results
-        self.items: list[tuple[int, Completion]] = []
-
-    def add(self, item: tuple[int, Completion]) -> None:
-        if not self.items:
-            self.loop.call_soon(self.flush)
-        self.items.append(item)
-
-    def flush(self) -> None:
-        if self.items:
-            items, self.items = self.items, []
-            self.results.put(items)
 
 
 @dataclass(frozen=True)
@@ -290,6 +241,8 @@ class OpenAITeacher(Teacher):
         self._connect_failing_since: float | None = None
         """Start of the current run of attempts that could not even connect."""
         self._retry_log = _RetryLog()
+        self.window = Window(cfg.concurrency)
+        """How full the request window was (touched only on the loop thread)."""
         self._url = redact_url(cfg.base_url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -396,15 +349,22 @@ class OpenAITeacher(Teacher):
     ) -> None:
         sem = asyncio.Semaphore(self.cfg.concurrency)
         state = _RunState()
-        outbox = _Outbox(asyncio.get_running_loop(), results)
+        outbox = Outbox(asyncio.get_running_loop(), results)
+
+        window = self.window
+        window.queued(len(groups))
 
         async def one(group: list[int]) -> None:
             async with sem:
-                if state.fatal is not None:
-                    raise state.fatal
-                await self._complete_group(
-                    [(i, requests[i]) for i in group], sampling, outbox, state
-                )
+                window.started()
+                try:
+                    if state.fatal is not None:
+                        raise state.fatal
+                    await self._complete_group(
+                        [(i, requests[i]) for i in group], sampling, outbox, state
+                    )
+                finally:
+                    window.finished()
 
         tasks = [asyncio.create_task(one(g)) for g in groups]
         try:
@@ -414,6 +374,7 @@ class OpenAITeacher(Teacher):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            window.dropped(len(groups))
             if not isinstance(exc, asyncio.CancelledError):
                 outbox.flush()  # what arrived before the error is still handed on (cached)
                 results.put(state.fatal or exc)
@@ -423,7 +384,7 @@ class OpenAITeacher(Teacher):
         self,
         items: list[tuple[int, Request]],
         sampling: SamplingConfig,
-        outbox: _Outbox,
+        outbox: Outbox,
         state: _RunState,
     ) -> None:
         first = items[0][1]
@@ -462,11 +423,13 @@ class OpenAITeacher(Teacher):
             if state.fatal is not None:  # another request found the endpoint unusable
                 raise state.fatal
             self.http_requests += 1
+            sent = time.monotonic()
             try:
-                response = await _within(
+                response = await within(
                     self._client.chat.completions.create(**body), self.cfg.timeout
                 )
                 completions = parse_completion(response, n)
+                self.window.answer(time.monotonic() - sent)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -540,6 +503,18 @@ class OpenAITeacher(Teacher):
         if self._api_key and self._api_key != "EMPTY":
             text = text.replace(self._api_key, "***")
         return text
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight right now (the progress bar's gauge)."""
+        return self.window.in_flight
+
+    def window_totals(self) -> dict[str, float]:
+        """The window's sums so far (:meth:`Window.totals`), read on the loop thread."""
+        return asyncio.run_coroutine_threadsafe(self._totals(), self._loop).result(10)
+
+    async def _totals(self) -> dict[str, float]:
+        return self.window.totals()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -216,11 +216,11 @@ def measure(args: argparse.Namespace, median: float, source: Path, tmp: Path) ->
             bodies = bodies_for(source, url, conc, args.n)
             run_bare(url, bodies[: 2 * conc], conc)  # warm-up (imports, sockets)
             sides = {
-                "bare_asyncopenai": lambda c=conc: run_bare(url, bodies, c),
+                "bare_asyncopenai": lambda c=conc, b=bodies: run_bare(url, b, c),
                 "datagen_generate": lambda c=conc: run_datagen(source, url, c, args.n, tmp),
             }
             if conc > 100:  # past the SDK's 100 idle connections the pools differ
-                sides["bare_same_pool"] = lambda c=conc: run_bare(url, bodies, c, pool=True)
+                sides["bare_same_pool"] = lambda c=conc, b=bodies: run_bare(url, b, c, pool=True)
             runs: dict[str, list[dict]] = {name: [] for name in sides}
             names = list(sides)
             load = [os.getloadavg()[0]]

@@ -11,6 +11,7 @@ Identities are content hashes, never row numbers, so reruns and caches line up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
@@ -28,6 +29,12 @@ def content_hash(*parts: Any, length: int = 16) -> str:
     """Stable short hash of JSON-serialisable parts (keys sorted)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A record type's fields (``dataclasses.fields``: without the ClassVars), once per type."""
+    return tuple(f.name for f in fields(cls))
 
 
 def _copied(value: Any) -> Any:
@@ -49,7 +56,7 @@ class _Record:
         # Not dataclasses.asdict: its recursive deep copy was most of the cost of writing
         # a streamed shard (benchmarks/bench_generate_stream.py). Our fields nest at most
         # a list of flat dicts (messages), copied here one level deep as asdict would.
-        row = {name: _copied(getattr(self, name)) for name in self.__dataclass_fields__}  # type: ignore[attr-defined]
+        row = {name: _copied(getattr(self, name)) for name in _field_names(type(self))}
         for name in self.JSON_FIELDS:
             row[name] = json.dumps(row[name], ensure_ascii=False, sort_keys=True)
         return row

@@ -244,3 +244,27 @@ def test_no_note_when_the_window_is_wider_than_the_work_and_one_for_small_batche
     note = stream_note(small, cfg)
     assert note.startswith("generate: batches averaged 16 requests for teacher.concurrency=64")
     assert "run.generate_batch_size to at least 16" in note  # 64 slots / n=4
+
+
+def test_to_row_matches_asdict_without_sharing_mutable_values():
+    import dataclasses
+
+    from datagen.records import Verdict
+
+    sample = Sample(
+        id="s",
+        problem_id="p",
+        domain="math",
+        messages=[{"role": "user", "content": "2+2?"}],
+        reference="4",
+        teacher="t",
+        model="m",
+        sample_index=0,
+        verdicts=[Verdict("math", "1", True, 1.0, {"extracted": "4"})],
+    )
+    row = sample.to_row()
+    expected = dataclasses.asdict(sample)
+    expected["verdicts"] = [v.to_row() for v in sample.verdicts]
+    assert row == expected  # no ClassVar (FEATURES, JSON_FIELDS) among the columns
+    row["messages"][0]["content"] = "changed"
+    assert sample.messages[0]["content"] == "2+2?"

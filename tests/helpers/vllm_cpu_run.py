@@ -13,6 +13,12 @@ import sys
 import time
 
 
+def _plain(value: object) -> object:
+    """A number as JSON takes it (vLLM hands some counts over as wrapped values)."""
+    value = getattr(value, "value", value)
+    return value if isinstance(value, (int, float)) else repr(value)
+
+
 def main(model_dir: str, cache_file: str) -> None:
     from datagen.config import SamplingConfig
     from datagen.records import Problem
@@ -36,11 +42,11 @@ def main(model_dir: str, cache_file: str) -> None:
     add_request, step = engine.add_request, engine.step
 
     def counting_add(request_id, prompt, params, *args, **kw):
-        added.append(params.n)
+        added.append(_plain(getattr(params, "n", 1)))
         return add_request(request_id, prompt, params, *args, **kw)
 
     def counting_step():
-        in_engine.append(teacher.in_flight)
+        in_engine.append(_plain(teacher.in_flight))
         return step()
 
     engine.add_request, engine.step = counting_add, counting_step

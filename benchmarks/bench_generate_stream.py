@@ -83,13 +83,10 @@ def write_problems(path: Path, count: int) -> None:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from datagen.compose import compose as compose_config
+    from datagen.compose import resolve_config
 
-    from datagen.config import resolve_config
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return resolve_config(hydra_compose(config_name="config", overrides=overrides))
+    return resolve_config(compose_config(*overrides))
 
 
 def overrides(source: Path, base_url: str, concurrency: int, n: int, stages: str) -> list[str]:
@@ -104,7 +101,6 @@ def overrides(source: Path, base_url: str, concurrency: int, n: int, stages: str
         "teacher.api_key_env=null",
         f"teacher.concurrency={concurrency}",
         f"generation.n={n}",
-        "run.progress=false",
     ]
 
 
@@ -144,10 +140,17 @@ def bodies_for(source: Path, base_url: str, concurrency: int, n: int) -> list[di
     return bodies
 
 
-async def bare_loop(base_url: str, bodies: list[dict], concurrency: int) -> int:
-    from openai import AsyncOpenAI
+async def bare_loop(base_url: str, bodies: list[dict], concurrency: int, pool: bool) -> int:
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-    client = AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
+    from datagen.teachers.api import http_limits
+
+    # ``pool``: the connection pool datagen sizes to its concurrency (the SDK keeps 100
+    # idle connections); the plain script leaves the SDK's default.
+    http = DefaultAsyncHttpxClient(limits=http_limits(concurrency)) if pool else None
+    client = AsyncOpenAI(
+        base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600, http_client=http
+    )
     sem = asyncio.Semaphore(concurrency)
 
     async def one(body: dict) -> bool:
@@ -160,9 +163,9 @@ async def bare_loop(base_url: str, bodies: list[dict], concurrency: int) -> int:
     return sum(done)
 
 
-def run_bare(base_url: str, bodies: list[dict], concurrency: int) -> dict:
+def run_bare(base_url: str, bodies: list[dict], concurrency: int, pool: bool = False) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
-    samples = asyncio.run(bare_loop(base_url, bodies, concurrency))
+    samples = asyncio.run(bare_loop(base_url, bodies, concurrency, pool))
     return {
         "seconds": time.perf_counter() - started,
         "cpu_s": time.process_time() - cpu,
@@ -170,36 +173,76 @@ def run_bare(base_url: str, bodies: list[dict], concurrency: int) -> dict:
     }
 
 
-def summarize(bare: dict, ours: dict) -> dict:
-    def one(r: dict) -> dict:
-        return {
-            "seconds": round(r["seconds"], 3),
-            "samples": r["samples"],
-            "samples_per_s": round(r["samples"] / r["seconds"], 2),
-            "cpu_ms_per_sample": round(1000 * r["cpu_s"] / max(r["samples"], 1), 3),
-            **({"failed": r["failed"]} if "failed" in r else {}),
-        }
-
-    b, d = one(bare), one(ours)
-    return {
-        "bare_asyncopenai": b,
-        "datagen_generate": d,
-        "ratio_samples_per_s": round(d["samples_per_s"] / b["samples_per_s"], 3),
-        "cpu_per_sample_ratio": round(d["cpu_ms_per_sample"] / b["cpu_ms_per_sample"], 3),
+def pooled(runs: list[dict]) -> dict:
+    """One side over all its rounds: total samples over total seconds (and CPU)."""
+    seconds = sum(r["seconds"] for r in runs)
+    samples = sum(r["samples"] for r in runs)
+    out = {
+        "seconds": [round(r["seconds"], 3) for r in runs],
+        "samples": samples,
+        "samples_per_s": round(samples / seconds, 2),
+        "cpu_ms_per_sample": round(1000 * sum(r["cpu_s"] for r in runs) / max(samples, 1), 3),
     }
+    if "failed" in runs[0]:
+        out["failed"] = sum(r["failed"] for r in runs)
+    return out
+
+
+def summarize(sides: dict[str, list[dict]]) -> dict:
+    out = {name: pooled(runs) for name, runs in sides.items()}
+    bare, ours = out["bare_asyncopenai"], out["datagen_generate"]
+    out["ratio_samples_per_s"] = round(ours["samples_per_s"] / bare["samples_per_s"], 3)
+    out["cpu_per_sample_ratio"] = round(ours["cpu_ms_per_sample"] / bare["cpu_ms_per_sample"], 3)
+    out["ratio_per_round"] = [
+        round(b["seconds"] / d["seconds"], 3)
+        for b, d in zip(sides["bare_asyncopenai"], sides["datagen_generate"], strict=True)
+    ]
+    if "bare_same_pool" in out:
+        same = out["bare_same_pool"]
+        out["ratio_vs_bare_same_pool"] = round(ours["samples_per_s"] / same["samples_per_s"], 3)
+        out["cpu_ratio_vs_bare_same_pool"] = round(
+            ours["cpu_ms_per_sample"] / same["cpu_ms_per_sample"], 3
+        )
+    return out
 
 
 def measure(args: argparse.Namespace, median: float, source: Path, tmp: Path) -> dict:
+    """Each concurrency: ``args.rounds`` rounds, the sides' order rotating every round,
+    so that load from other processes on the machine falls on every side alike."""
     out = {}
     with Server(median, args.sigma, args.tail_share, args.tail_factor) as server:
+        url = server.base_url
         for conc in args.concurrency:
-            bodies = bodies_for(source, server.base_url, conc, args.n)
-            run_bare(server.base_url, bodies[: 2 * conc], conc)  # warm-up (imports, sockets)
-            bare = run_bare(server.base_url, bodies, conc)
-            ours = run_datagen(source, server.base_url, conc, args.n, tmp)
-            out[str(conc)] = summarize(bare, ours)
+            bodies = bodies_for(source, url, conc, args.n)
+            run_bare(url, bodies[: 2 * conc], conc)  # warm-up (imports, sockets)
+            sides = {
+                "bare_asyncopenai": lambda c=conc, b=bodies: run_bare(url, b, c),
+                "datagen_generate": lambda c=conc: run_datagen(source, url, c, args.n, tmp),
+            }
+            if conc > 100:  # past the SDK's 100 idle connections the pools differ
+                sides["bare_same_pool"] = lambda c=conc, b=bodies: run_bare(url, b, c, pool=True)
+            runs: dict[str, list[dict]] = {name: [] for name in sides}
+            names = list(sides)
+            load = [os.getloadavg()[0]]
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    runs[name].append(sides[name]())
+                load.append(os.getloadavg()[0])
+            out[str(conc)] = {**summarize(runs), "load_average_1min": [round(x, 1) for x in load]}
             print(f"median={median} concurrency={conc}: {out[str(conc)]}", file=sys.stderr)
     return out
+
+
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 def main() -> None:
@@ -212,6 +255,9 @@ def main() -> None:
     parser.add_argument("--tail-factor", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--instant-problems", type=int, default=500)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of each side, alternating (default 2)"
+    )
     parser.add_argument("--save", action="store_true", help=f"also write {RESULT}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -241,6 +287,13 @@ def main() -> None:
         "n": args.n,
         "requests": args.problems * args.n,
         "datagen_config": "default (teacher=openai, only concurrency and n set)",
+        "rounds": args.rounds,
+        "method": (
+            "each side runs `rounds` times per concurrency, the order rotating each round; "
+            "samples/s and CPU pooled over the rounds. bare_same_pool (concurrency > 100 "
+            "only): the bare loop with the connection pool datagen sizes to its concurrency"
+        ),
+        "commit": _commit(),
         "heavy_tailed": latency,
         "instant_server": {"requests": args.instant_problems * args.n, **instant},
     }

@@ -11,9 +11,10 @@ Identities are content hashes, never row numbers, so reruns and caches line up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import datasets
@@ -30,6 +31,21 @@ def content_hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A record type's fields (``dataclasses.fields``: without the ClassVars), once per type."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a record field's value that shares nothing mutable with it."""
+    if isinstance(value, list):
+        return [dict(v) if isinstance(v, dict) else v for v in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
 class _Record:
     """Shared (de)serialisation: dict columns are stored as JSON strings."""
 
@@ -37,7 +53,10 @@ class _Record:
     FEATURES: ClassVar[datasets.Features]
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)  # type: ignore[call-overload]
+        # Not dataclasses.asdict: its recursive deep copy was most of the cost of writing
+        # a streamed shard (benchmarks/bench_generate_stream.py). Our fields nest at most
+        # a list of flat dicts (messages), copied here one level deep as asdict would.
+        row = {name: _copied(getattr(self, name)) for name in _field_names(type(self))}
         for name in self.JSON_FIELDS:
             row[name] = json.dumps(row[name], ensure_ascii=False, sort_keys=True)
         return row
@@ -222,7 +241,7 @@ class Sample(_Record):
     )
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = super().to_row()
         row["verdicts"] = [v.to_row() for v in self.verdicts]
         return row
 

@@ -107,9 +107,15 @@ def run_stream(
     return shards
 
 
-def input_order(table: pa.Table, ids: list[str]) -> pa.Table:
-    """``table`` sorted by the position of its ``problem_id`` in ``ids``, then sample index."""
-    position = pc.index_in(table.column("problem_id"), value_set=pa.array(ids, pa.string()))
+def input_order(table: pa.Table, ids: Any) -> pa.Table:
+    """``table`` sorted by the position of its ``problem_id`` in ``ids``, then sample index.
+
+    ``ids``: an Arrow array, or any sequence of strings. A ``datasets`` column is listed
+    first: ``pa.array`` over it reads one element at a time (0.3 s per 2,000 ids).
+    """
+    if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        ids = pa.array(list(ids), pa.string())
+    position = pc.index_in(table.column("problem_id"), value_set=ids)
     keyed = table.append_column("__pos", position)
     keyed = keyed.sort_by([("__pos", "ascending"), ("sample_index", "ascending")])
     return keyed.drop_columns(["__pos"])

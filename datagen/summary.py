@@ -82,6 +82,14 @@ def build_summary(
             report = stage.report(stage_dirs[name], config)
             if report is not None:
                 summary[stage.report_key or f"{name}_report"] = report
+    notes = [
+        note
+        for name, stage in declared.items()
+        if stage.summary_note is not None
+        and (note := stage.summary_note(by_name[name].stats or {}, config))
+    ]
+    if notes:
+        summary["notes"] = notes
     summary["stages"] = {
         r.name: {
             "in": r.rows_in,
@@ -156,4 +164,5 @@ def format_summary(summary: dict[str, Any]) -> str:
         for s in summary.get("stages", {}).values()
         if "disagreements" in s.get("stats", {})
     ]
+    lines += [f"  note: {note}" for note in summary.get("notes", [])]
     return "datagen summary\n" + "\n".join(lines)

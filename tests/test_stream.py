@@ -155,3 +155,116 @@ def test_kill_9_mid_stream_resends_only_what_was_in_flight(tmp_path, make_config
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stages"]["generate"]["stats"]["requests_sent"] == total - len(stored)
     assert generated(run_dir) == reference
+
+
+class OneHangs(Latency):
+    """Every request answers at once except the one for ``prompt``, which never does."""
+
+    def __init__(self, prompt: str) -> None:
+        super().__init__(median=0.0)
+        object.__setattr__(self, "prompt", prompt)
+
+    def of(self, key: str) -> float:
+        return 3600.0 if key.startswith(self.prompt + "|") else 0.0
+
+
+def test_a_hung_request_times_out_is_retried_and_ends_as_a_failed_sample_with_its_reason():
+    from datagen.config import SamplingConfig
+    from datagen.teachers.api import OpenAITeacherConfig
+
+    problems = [
+        Problem(id=f"q{i}", source="t", domain="math", messages=[{"role": "user", "content": p}])
+        for i, p in enumerate(["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"])
+    ]
+    with LatencyServer(OneHangs("What is 2 + 2?")) as server:
+        cfg = OpenAITeacherConfig(
+            model="m",
+            base_url=server.base_url,
+            api_key_env=None,
+            timeout=0.5,  # per request; the stream's stall guard stays at its default (60.5 s)
+            max_retries=1,
+            backoff_initial=0.01,
+            backoff_max=0.01,
+        )
+        teacher = OpenAITeacher(cfg, None)
+        started = time.monotonic()
+        groups = list(teacher.generate_stream(problems, SamplingConfig(n=1), 0))
+        elapsed = time.monotonic() - started
+        teacher.close()
+        counts = server.counts.as_dict()
+    samples = {g[0].problem_id: g[0] for g in groups}
+    assert sorted(samples) == ["q0", "q1", "q2"]  # the hung one is not lost
+    assert samples["q0"].error is None and samples["q2"].error is None
+    assert samples["q1"].error == "gave up after 2 attempts: timeout"
+    assert samples["q1"].keep is False and "timeout" in samples["q1"].reject_reason
+    assert counts["sent_twice"] and counts["sent_twice"][0].startswith("What is 2 + 2?")
+    assert counts["requests"] == 4  # the hung request twice (its retry), the others once
+    assert elapsed < 30  # two timeouts, not the stall guard's minute
+
+
+def test_the_summary_says_when_a_tiny_concurrency_set_the_pace(tmp_path, make_config):
+    from datagen.summary import build_summary, format_summary
+
+    source = make_source(tmp_path, 20)
+    with LatencyServer(Latency(median=0.02, sigma=0.5, tail_share=0.0)) as server:
+        cfg = make_config(*overrides(source, server.base_url, "teacher.concurrency=2"))
+        run_dir = tmp_path / "run"
+        results = Runner(cfg, run_dir, [STAGES["load"], STAGES["generate"]]).run()
+    stats = results[-1].stats
+    assert stats["window_answered"] == 40 and stats["retries"] == 0
+    assert stats["window_queued_s"] / stats["window_busy_s"] > 0.9  # measured, not assumed
+    summary = build_summary(results, run_dir, 1.0, cfg)
+    [note] = summary["notes"]
+    assert note.startswith("generate: teacher.concurrency=2 (default 16) set the pace")
+    assert "raise teacher.concurrency" in note
+    assert f"  note: {note}" in format_summary(summary).splitlines()
+
+
+def test_no_note_when_the_window_is_wider_than_the_work_and_one_for_small_batches(make_config):
+    from datagen.stages.generate import stream_note
+
+    cfg = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=4"
+    )
+    window = {"window_busy_s": 9.0, "window_queued_s": 8.9, "window_in_flight_s": 36.0}
+    window["window_latency_s"] = 90.0
+    few = {**window, "window_busy_s": 2.0, "window_queued_s": 0.5, "window_answered": 8}
+    assert stream_note({**few, "retries": 0}, cfg) is None  # the work, not the window
+    busy = {**window, "window_answered": 900}
+    assert stream_note({**busy, "retries": 3}, cfg) is None  # the server pushed back
+    assert "4.0 in flight on average" in stream_note({**busy, "retries": 0}, cfg)
+    wide = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=64"
+    )
+    assert stream_note({**busy, "retries": 0}, wide) is None  # not below the default
+    cfg = wide
+    batches = {"batches": 10, "batch_requests": 40 * 4 * 10}  # 40 problems x n=4 per batch
+    assert stream_note(batches, cfg) is None
+    small = {"batches": 10, "batch_requests": 4 * 4 * 10}  # 16 requests per batch, 64 slots
+    note = stream_note(small, cfg)
+    assert note.startswith("generate: batches averaged 16 requests for teacher.concurrency=64")
+    assert "run.generate_batch_size to at least 16" in note  # 64 slots / n=4
+
+
+def test_to_row_matches_asdict_without_sharing_mutable_values():
+    import dataclasses
+
+    from datagen.records import Verdict
+
+    sample = Sample(
+        id="s",
+        problem_id="p",
+        domain="math",
+        messages=[{"role": "user", "content": "2+2?"}],
+        reference="4",
+        teacher="t",
+        model="m",
+        sample_index=0,
+        verdicts=[Verdict("math", "1", True, 1.0, {"extracted": "4"})],
+    )
+    row = sample.to_row()
+    expected = dataclasses.asdict(sample)
+    expected["verdicts"] = [v.to_row() for v in sample.verdicts]
+    assert row == expected  # no ClassVar (FEATURES, JSON_FIELDS) among the columns
+    row["messages"][0]["content"] = "changed"
+    assert sample.messages[0]["content"] == "2+2?"

@@ -78,6 +78,9 @@ class Stage:
     read by the stage itself, e.g. group by group; its rows pass through unchanged as the
     stage's dataset. For stages that write files (``emit``) rather than mark rows. None:
     the stage runs through ``fn``."""
+    summary_note: Callable[[dict[str, Any], DatagenConfig], str | None] | None = None
+    """One line for the summary from the stage's stats, when a setting held it back
+    (e.g. a request window too small for the server); None when all is well."""
     description: str = ""
 
     def gpu(self, config: DatagenConfig) -> bool:

@@ -12,6 +12,7 @@ sending anything, so this stage never pays twice for the same sample.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 from datagen import progress
@@ -30,12 +31,29 @@ def _seed(cfg: dict[str, Any]) -> int:
     return sampling.seed if sampling.seed is not None else cfg["run.seed"]
 
 
+def _window(teacher: Any) -> dict[str, float]:
+    """The teacher's request-window sums (:class:`datagen.teachers.aio.Window`), if it keeps one."""
+    totals = getattr(teacher, "window_totals", None)
+    return totals() if callable(totals) else {}
+
+
+def _count_window(ctx: StageContext, teacher: Any, before: dict[str, float], retries: int) -> None:
+    for key, value in _window(teacher).items():
+        ctx.count("generate", key, round(value - before.get(key, 0), 6))
+    if hasattr(teacher, "retries"):
+        ctx.count("generate", "retries", teacher.retries - retries)
+
+
 def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
     """Return ``n`` samples per problem, grouped by problem in input order."""
     teacher = _teacher(ctx, cfg)
     before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
     retries = getattr(teacher, "retries", 0)
+    window = _window(teacher)
     samples = teacher.generate(batch, cfg["generation"], _seed(cfg))
+    ctx.count("generate", "batches")
+    ctx.count("generate", "batch_requests", len(samples))
+    _count_window(ctx, teacher, window, retries)
     ctx.count("generate", "requests_sent", teacher.requests_sent - before)
     ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
     ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
@@ -57,14 +75,54 @@ def generate_stream(
     """Yield each problem's ``n`` samples once all are in (completion order)."""
     teacher = _teacher(ctx, cfg)
     before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
+    retries, window = getattr(teacher, "retries", 0), _window(teacher)
     try:
         for group in teacher.generate_stream(problems, cfg["generation"], _seed(cfg)):
             ctx.count("generate", "failed", sum(s.error is not None for s in group))
             yield group
     finally:  # also when the stream stops early (a fatal error, Ctrl-C)
+        _count_window(ctx, teacher, window, retries)
         ctx.count("generate", "requests_sent", teacher.requests_sent - before)
         ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
         ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
+
+
+def stream_note(stats: dict[str, Any], config: DatagenConfig) -> str | None:
+    """Say when a setting kept the teacher's request window from doing its job.
+
+    Two cases, from the stage's own measures: batches (a stage that does not stream)
+    too small to fill ``teacher.concurrency``; or a window set below the teacher's
+    default that requests queued behind nearly all the time while the server never
+    pushed back (no retry: no 429, no overload), so the client's limit set the pace.
+    """
+    concurrency = getattr(config.teacher, "concurrency", None)
+    if not concurrency:
+        return None
+    batches = stats.get("batches", 0)
+    if batches > 1 and stats["batch_requests"] / batches < concurrency:
+        per_batch = stats["batch_requests"] / batches
+        need = -(-concurrency // max(config.generation.n, 1))
+        return (
+            f"generate: batches averaged {per_batch:.0f} requests for teacher.concurrency="
+            f"{concurrency} slots, so the window never filled; raise run.generate_batch_size "
+            f"to at least {need}"
+        )
+    default = {f.name: f.default for f in fields(type(config.teacher))}.get("concurrency")
+    busy, answered = stats.get("window_busy_s", 0.0), stats.get("window_answered", 0)
+    if not isinstance(default, int) or concurrency >= default or busy <= 0:
+        return None
+    if answered < 4 * concurrency or stats.get("retries", 0):
+        return None
+    queued = stats["window_queued_s"] / busy
+    if queued < 0.9:
+        return None
+    return (
+        f"generate: teacher.concurrency={concurrency} (default {default}) set the pace: "
+        f"requests waited for a slot {queued:.0%} of the stage, "
+        f"{stats['window_in_flight_s'] / busy:.1f} in flight on average, "
+        f"{stats['window_latency_s'] / answered:.2f} s each, and the server never pushed "
+        "back (no retries); if it can take more, raise teacher.concurrency"
+    )
 
 
 def teacher_streams(config: Any) -> bool:
@@ -94,5 +152,6 @@ register_stage(
         wants_gpu=teacher_wants_gpu,
         stream=generate_stream,
         streams=teacher_streams,
+        summary_note=stream_note,
     )
 )

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from datagen.config import ConfigError, SamplingConfig, reject_non_finite
 from datagen.safetext import redact_url, safe_message
+from datagen.teachers.aio import Outbox, Window, http_limits, within
 from datagen.teachers.base import (
     Completion,
     PriceConfig,
@@ -63,8 +64,10 @@ class OpenAITeacherConfig:
     concurrency: int = 16
     """Requests in flight at once."""
     timeout: float = 600.0
-    """Seconds one request may take, from sending to the last byte; then it is retried.
-    Reasoning models can think for minutes: keep it well above the longest answer."""
+    """Seconds one request may take, from sending to the last byte (a deadline on the whole
+    call, so a server that trickles bytes cannot hold it either); then it is retried like
+    any transient failure, and after ``max_retries`` its samples are recorded as failed
+    with the reason. Reasoning models can think for minutes: keep it above the longest answer."""
     max_retries: int = 8
     """Retries of one request after a transient failure (429, 5xx, timeout, dropped
     connection, malformed body) before its samples are recorded as failed."""
@@ -76,8 +79,8 @@ class OpenAITeacherConfig:
     """Cap, in seconds, on a wait the server asks for with ``Retry-After``."""
     stall_timeout: float | None = None
     """Stop the stage when no response has arrived for this many seconds while requests
-    are in flight (a server that accepts connections but never answers). None:
-    ``timeout`` + 60; 0: never."""
+    are in flight (a server that accepts connections but never answers): a guard over
+    the whole stream, beside ``timeout`` on each request. None: ``timeout`` + 60; 0: never."""
     unreachable_after: float = 20.0
     """Stop the stage when every attempt for this many seconds ended in a refused or
     failed connection (the server is down); 0: retry as for any transient failure.
@@ -238,6 +241,8 @@ class OpenAITeacher(Teacher):
         self._connect_failing_since: float | None = None
         """Start of the current run of attempts that could not even connect."""
         self._retry_log = _RetryLog()
+        self.window = Window(cfg.concurrency)
+        """How full the request window was (touched only on the loop thread)."""
         self._url = redact_url(cfg.base_url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -247,7 +252,7 @@ class OpenAITeacher(Teacher):
         self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
 
     async def _make_client(self) -> Any:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         # Our own retry loop replaces the SDK's, which would retry a 401 and
         # not record why a request failed.
@@ -256,6 +261,7 @@ class OpenAITeacher(Teacher):
             api_key=self._api_key,
             max_retries=0,
             timeout=self.cfg.timeout,
+            http_client=DefaultAsyncHttpxClient(limits=http_limits(self.cfg.concurrency)),
         )
 
     def key_extra(self) -> dict[str, Any] | None:
@@ -289,6 +295,12 @@ class OpenAITeacher(Teacher):
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
+        for chunk in self.complete_chunks(requests, sampling):
+            yield from chunk
+
+    def complete_chunks(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[list[tuple[int, Completion]]]:
         groups = (
             group_by_prompt(requests)
             if self.cfg.server_supports_n
@@ -312,7 +324,7 @@ class OpenAITeacher(Teacher):
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                remaining -= 1
+                remaining -= len(item)
                 yield item
         finally:
             if not future.done():
@@ -337,24 +349,34 @@ class OpenAITeacher(Teacher):
     ) -> None:
         sem = asyncio.Semaphore(self.cfg.concurrency)
         state = _RunState()
+        outbox = Outbox(asyncio.get_running_loop(), results)
+
+        window = self.window
+        window.queued(len(groups))
 
         async def one(group: list[int]) -> None:
             async with sem:
-                if state.fatal is not None:
-                    raise state.fatal
-                await self._complete_group(
-                    [(i, requests[i]) for i in group], sampling, results, state
-                )
+                window.started()
+                try:
+                    if state.fatal is not None:
+                        raise state.fatal
+                    await self._complete_group(
+                        [(i, requests[i]) for i in group], sampling, outbox, state
+                    )
+                finally:
+                    window.finished()
 
         tasks = [asyncio.create_task(one(g)) for g in groups]
         try:
-            for finished in asyncio.as_completed(tasks):
-                await finished
+            await asyncio.gather(*tasks)  # the first error comes out at once
+            outbox.flush()
         except BaseException as exc:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            window.dropped(len(groups))
             if not isinstance(exc, asyncio.CancelledError):
+                outbox.flush()  # what arrived before the error is still handed on (cached)
                 results.put(state.fatal or exc)
             raise
 
@@ -362,7 +384,7 @@ class OpenAITeacher(Teacher):
         self,
         items: list[tuple[int, Request]],
         sampling: SamplingConfig,
-        results: queue.SimpleQueue[Any],
+        outbox: Outbox,
         state: _RunState,
     ) -> None:
         first = items[0][1]
@@ -370,10 +392,10 @@ class OpenAITeacher(Teacher):
         if isinstance(outcome, str):
             self.failed += len(items)
             for i, _ in items:
-                results.put((i, Completion("", error=outcome)))
+                outbox.add((i, Completion("", error=outcome)))
             return
         for (i, _), completion in zip(items, outcome, strict=False):
-            results.put((i, completion))
+            outbox.add((i, completion))
         rest = items[len(outcome) :]
         if rest and not self._warned_n:
             self._warned_n = True
@@ -384,7 +406,7 @@ class OpenAITeacher(Teacher):
                 len(items),
             )
         for item in rest:
-            await self._complete_group([item], sampling, results, state)
+            await self._complete_group([item], sampling, outbox, state)
 
     async def _call(
         self,
@@ -401,11 +423,13 @@ class OpenAITeacher(Teacher):
             if state.fatal is not None:  # another request found the endpoint unusable
                 raise state.fatal
             self.http_requests += 1
+            sent = time.monotonic()
             try:
-                response = await asyncio.wait_for(
+                response = await within(
                     self._client.chat.completions.create(**body), self.cfg.timeout
                 )
                 completions = parse_completion(response, n)
+                self.window.answer(time.monotonic() - sent)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -479,6 +503,18 @@ class OpenAITeacher(Teacher):
         if self._api_key and self._api_key != "EMPTY":
             text = text.replace(self._api_key, "***")
         return text
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight right now (the progress bar's gauge)."""
+        return self.window.in_flight
+
+    def window_totals(self) -> dict[str, float]:
+        """The window's sums so far (:meth:`Window.totals`), read on the loop thread."""
+        return asyncio.run_coroutine_threadsafe(self._totals(), self._loop).result(10)
+
+    async def _totals(self) -> dict[str, float]:
+        return self.window.totals()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -228,6 +228,18 @@ class Teacher(ABC):
         only when no request can succeed (bad key, unknown model).
         """
 
+    def complete_chunks(
+        self, requests: Sequence[Request], sampling: SamplingConfig
+    ) -> Iterator[list[tuple[int, Completion]]]:
+        """Like :meth:`complete_many`, but what finished together comes as one list.
+
+        The cache stores each list in one transaction. The default hands over one
+        completion at a time; a teacher that finishes many at once (an event-loop
+        tick, an engine step) overrides this to save a commit per response.
+        """
+        for item in self.complete_many(requests, sampling):
+            yield [item]
+
     def key_extra(self) -> dict[str, Any] | None:
         """Teacher-specific options that shape responses and so enter the cache key."""
         return None
@@ -373,16 +385,20 @@ class Teacher(ABC):
         if not pending:
             return
         todo = [requests[i] for i in pending]
-        for j, completion in self.complete_many(todo, sampling):
-            idx = pending[j]
-            self.requests_sent += 1
-            completions[idx] = completion
-            if completion.error is None:
-                self.cost_spent += self.price.cost(completion)
-                if self.cache is not None:
+        for chunk in self.complete_chunks(todo, sampling):
+            store = []
+            for j, completion in chunk:
+                idx = pending[j]
+                self.requests_sent += 1
+                completions[idx] = completion
+                if completion.error is None:
+                    self.cost_spent += self.price.cost(completion)
                     # Its fields are all plain values: a shallow copy is asdict's result.
-                    self.cache.put(requests[idx].key, dict(vars(completion)))
-            yield idx
+                    store.append((requests[idx].key, dict(vars(completion))))
+            if self.cache is not None:
+                self.cache.put_many(store)  # committed before any of them is handed on
+            for j, _ in chunk:
+                yield pending[j]
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
         reasoning, content = split_reasoning(c.text, c.reasoning)

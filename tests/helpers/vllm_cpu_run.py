@@ -13,6 +13,12 @@ import sys
 import time
 
 
+def _plain(value: object) -> object:
+    """A number as JSON takes it (vLLM hands some counts over as wrapped values)."""
+    value = getattr(value, "value", value)
+    return value if isinstance(value, (int, float)) else repr(value)
+
+
 def main(model_dir: str, cache_file: str) -> None:
     from datagen.config import SamplingConfig
     from datagen.records import Problem
@@ -31,14 +37,19 @@ def main(model_dir: str, cache_file: str) -> None:
     started = time.monotonic()
     teacher = VLLMTeacher(cfg, RequestCache(cache_file))
     load_s = time.monotonic() - started
-    calls = []
-    generate = teacher.llm.generate
+    added, in_engine = [], []
+    engine = teacher.llm.llm_engine
+    add_request, step = engine.add_request, engine.step
 
-    def counting_generate(prompts, params, **kw):
-        calls.append(len(prompts))
-        return generate(prompts, params, **kw)
+    def counting_add(request_id, prompt, params, *args, **kw):
+        added.append(_plain(getattr(params, "n", 1)))
+        return add_request(request_id, prompt, params, *args, **kw)
 
-    teacher.llm.generate = counting_generate
+    def counting_step():
+        in_engine.append(_plain(teacher.in_flight))
+        return step()
+
+    engine.add_request, engine.step = counting_add, counting_step
     problems = [
         Problem(
             id=f"p{i}",
@@ -61,7 +72,8 @@ def main(model_dir: str, cache_file: str) -> None:
             {
                 "load_s": round(load_s, 1),
                 "generate_s": round(gen_s, 2),
-                "generate_calls": calls,
+                "requests_added": added,
+                "in_engine_per_step": in_engine,
                 "requests_sent_first": sent,
                 "requests_sent_rerun": teacher.requests_sent - sent,
                 "samples": [s.to_row() for s in first],

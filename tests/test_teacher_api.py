@@ -293,6 +293,7 @@ class PipelineConfig:
     generation: Any
     teacher: Any
     filter: Any
+    teachers: tuple = ()  # generate reads the teachers list (empty: the one teacher)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

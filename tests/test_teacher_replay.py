@@ -150,6 +150,7 @@ class StandInConfig:
     teacher: Any
     verifier: Any
     verify: Any = field(default_factory=VerifyConfig)
+    teachers: tuple = ()  # generate reads the teachers list (empty: the one teacher)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

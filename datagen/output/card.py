@@ -183,6 +183,7 @@ def render_card(
     method_notes: Sequence[str] = (),
     hub: HubFields | None = None,
     local: bool = False,
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """README.md text for a folder holding ``outputs``.
 
@@ -203,6 +204,8 @@ def render_card(
         hub: Language, sources, licence details and the decontamination result.
         local: ``load_path`` is a local folder: the usage lines read its files directly
             (see :func:`load_line`); else it is a Hub repo id.
+        extra_sections: Markdown sections placed before the method (teachers compared,
+            the student, length selection: :mod:`datagen.output.curation_card`).
 
     Returns:
         The card: YAML front matter, then markdown.
@@ -218,6 +221,7 @@ def render_card(
     if overall:
         parts.append(_overall_section(overall))
     parts += [_output_section(o, tokens_counted_by, len(outputs) > 1) for o in outputs]
+    parts += [section for section in extra_sections if section]
     parts += [_method_section(outputs, config, method_notes), _sources_section(hub, license)]
     parts.append(_config_section(config))
     return "\n".join(parts)

@@ -20,11 +20,11 @@ from typing import Any
 
 import datasets
 
-from datagen.config import ConfigError, DatagenConfig, StudentConfig
+from datagen.config import ConfigError, DatagenConfig, StudentConfig, VerifyConfig
 from datagen.records import ROLE_STUDENT as STUDENT
 from datagen.records import Problem, Sample
 from datagen.stages.base import Stage, StageContext, register_stage
-from datagen.stages.verify import rank_rule_users, run_verification
+from datagen.stages.verify import rank_rule_users, run_routes
 from datagen.teachers import TEACHERS, build_teacher
 
 CONSUMES = ("problem_id", "messages", "reference", "domain", "role")
@@ -50,7 +50,8 @@ def student(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> l
     scfg: StudentConfig = cfg["student"]
     if not scfg.enabled or not batch:
         return batch
-    if rank_rule_users(cfg["verifier"]):
+    routes: VerifyConfig = cfg.get("verify") or VerifyConfig()
+    if rank_rule_users(cfg["verifier"], routes):
         raise ConfigError(
             "student: the verifier uses a rank rule, which ranks samples of a prompt against "
             "each other; grade the student with rule=threshold"
@@ -64,7 +65,7 @@ def student(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> l
     for s in samples:
         s.role = STUDENT
     ok = [s for s in samples if s.error is None]
-    run_verification(ok, ctx, cfg["verifier"], stage="student")
+    run_routes(ok, ctx, cfg["verifier"], routes, stage="student")
     ctx.count("student", "samples", len(samples))
     ctx.count("student", "failed", len(samples) - len(ok))
     ctx.count("student", "requests_sent", model.requests_sent - before)
@@ -106,7 +107,7 @@ register_stage(
         student,
         "sample",
         "sample",
-        ("student", "generation", "verifier", "run.seed"),
+        ("student", "generation", "verifier", "verify", "run.seed"),
         needs_all_rows=True,
         side_name="student_failed",
         wants_gpu=student_wants_gpu,

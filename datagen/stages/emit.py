@@ -141,6 +141,7 @@ def write_outputs(
         "overall": overall,
         "method_notes": notes,
         "hub": hub,
+        "extra_sections": sections or [],
     }
     for name, out in outputs.items():
         folder = out_dir / name

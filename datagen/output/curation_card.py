@@ -12,6 +12,7 @@ from typing import Any
 
 from datagen.config import OutputConfig
 from datagen.output.compare import render_teacher_table
+from datagen.output.selection import efficiency_ratios
 from datagen.output.student import student_stats
 from datagen.records import ROLE_STUDENT, Sample
 
@@ -61,6 +62,7 @@ def selection_section(outputs: Mapping[str, Any], cfg: OutputConfig) -> str:
     sel = out.stats.get("selection") if out is not None else None
     if not sel or (cfg.sft_selection == "all" and cfg.pair_policy != "shorter_correct"):
         return ""
+    sel = {**sel, **efficiency_ratios(sel)}
     return (
         "## Length-aware selection\n\n"
         f"`output.sft_selection={cfg.sft_selection}` (k = {cfg.sft_selection_k}): of "

@@ -10,7 +10,6 @@ an incorrect trace can never be kept by them (they refuse one).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,19 +61,32 @@ def select_by_length(
 def token_efficiency(
     candidates: Sequence[int], kept: Sequence[int], prompts: int
 ) -> dict[str, Any]:
-    """What a length rule saved: tokens of all usable correct traces against those kept.
+    """What a length rule kept: counts and token sums only, so chunks of prompts add up
+    (:func:`efficiency_ratios` turns them into means and the share saved).
 
-    >>> token_efficiency([10, 30], [10], 1)["tokens_saved_share"]
-    0.75
+    >>> token_efficiency([10, 30], [10], 1)["tokens_kept"]
+    10
     """
-    total, kept_total = sum(candidates), sum(kept)
     return {
         "prompts": prompts,
         "correct_traces": len(candidates),
         "kept_traces": len(kept),
-        "mean_tokens_correct": round(statistics.fmean(candidates), 1) if candidates else None,
-        "mean_tokens_kept": round(statistics.fmean(kept), 1) if kept else None,
-        "tokens_correct": total,
-        "tokens_kept": kept_total,
-        "tokens_saved_share": round(1 - kept_total / total, 4) if total else None,
+        "tokens_correct": sum(candidates),
+        "tokens_kept": sum(kept),
+    }
+
+
+def efficiency_ratios(stats: dict[str, Any]) -> dict[str, float | None]:
+    """Mean tokens of all usable correct traces and of the kept ones, and the share saved.
+
+    >>> efficiency_ratios(token_efficiency([10, 30], [10], 1))["tokens_saved_share"]
+    0.75
+    """
+    total, kept = stats["tokens_correct"], stats["tokens_kept"]
+    return {
+        "mean_tokens_correct": round(total / stats["correct_traces"], 1)
+        if stats["correct_traces"]
+        else None,
+        "mean_tokens_kept": round(kept / stats["kept_traces"], 1) if stats["kept_traces"] else None,
+        "tokens_saved_share": round(1 - kept / total, 4) if total else None,
     }

@@ -33,6 +33,8 @@ from datagen.config import (
     RunConfig,
     SamplingConfig,
     SourceConfig,
+    StudentConfig,
+    TeacherEntry,
     VerifierChoice,
     VerifyConfig,
     reject_non_finite,
@@ -55,6 +57,9 @@ CORE_SECTIONS: dict[str, type] = {
     "adaptive": AdaptiveConfig,
 }
 """Top-level sections whose schema is fixed (the rest come from declarations)."""
+
+DEFAULT_STUDENT_BACKEND = "local"
+"""``student.backend.name`` when none is given: the embedded local model."""
 
 
 def _make_writable(node: DictConfig) -> None:
@@ -196,12 +201,15 @@ def register_defaults() -> None:
     :func:`resolve_config`, which names the key.
     """
     store = ConfigStore.instance()
+    student = schema_defaults(StudentConfig) | {"backend": {"name": DEFAULT_STUDENT_BACKEND}}
     store.store(
         name="datagen_defaults",
         node={
             "run": schema_defaults(RunConfig),
             "generation": schema_defaults(SamplingConfig),
             "verify": schema_defaults(VerifyConfig),
+            "teachers": [],
+            "student": student,
         },
     )
     groups = {key: CORE_SECTIONS[key] for key in ("source", "filter", "output", "adaptive")}
@@ -273,7 +281,16 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
     raw.pop("hydra", None)
     _check_renamed(raw)
     declared = stage_sections()
-    known = {"teacher", "verifier", "verify", "sources", *CORE_SECTIONS, *declared}
+    known = {
+        "teacher",
+        "teachers",
+        "student",
+        "verifier",
+        "verify",
+        "sources",
+        *CORE_SECTIONS,
+        *declared,
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s): {unknown}; known: {sorted(known)}")
@@ -285,6 +302,8 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
     )
     built["verifier"] = build_verifier(verifier_config_classes(), raw.get("verifier"), "verifier")
     built["verify"] = build_verify(verifier_config_classes(), raw.get("verify"))
+    built["teachers"] = build_teachers(raw.get("teachers"), raw.get("generation"))
+    built["student"] = build_student(raw.get("student"))
     fields = {f.name for f in dataclasses.fields(DatagenConfig)}
     extra = {}
     for key, cls in declared.items():
@@ -298,6 +317,7 @@ def resolve_config(cfg: DictConfig) -> DatagenConfig:
         raise ConfigError(f"no stage declares the config section(s) {missing}")
     _check_output_names(built["output"])
     built["sources"] = build_sources(raw.get("sources"))
+    _check_student(built)
     return DatagenConfig(**built, extra=extra)
 
 
@@ -317,6 +337,85 @@ def build_sources(node: Any) -> list[SourceConfig]:
             raise ConfigError(f"{key}.path is required (a local file or folder, or a Hub name)")
         built.append(build(SourceConfig, entry, key))
     return built
+
+
+def _teacher_registry() -> dict[str, type]:
+    return {name: spec.config_cls for name, spec in TEACHERS.items()}
+
+
+def build_teachers(node: Any, generation: Any) -> tuple[TeacherEntry, ...]:
+    """``teachers:``: each entry a teacher group plus ``label`` and ``generation`` overrides.
+
+    Raises:
+        ConfigError: Not a list, a bad entry (named by index), or two entries with one label.
+    """
+    if not node:
+        return ()
+    if not isinstance(node, list):
+        raise ConfigError(
+            "teachers must be a list of teacher groups, e.g. "
+            "teachers=[{name:local,label:cold,generation:{temperature:0.2}},{name:replay,path:x}]"
+        )
+    entries: list[TeacherEntry] = []
+    for i, item in enumerate(node):
+        key = f"teachers[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key} must be a teacher group (a mapping with a name)")
+        item = dict(item)
+        label = item.pop("label", None) or item.get("name")
+        overrides = item.pop("generation", None) or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{key}.generation must be a mapping of generation.* overrides")
+        config = build_named(_teacher_registry(), item, key)
+        sampling = build(SamplingConfig, {**(generation or {}), **overrides}, f"{key}.generation")
+        entries.append(TeacherEntry(str(label), config, sampling))
+    labels = [e.label for e in entries]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ConfigError(
+            f"teachers: the label(s) {twice} name more than one teacher; give each entry its "
+            "own label, e.g. teachers=[{name:local,label:cold},{name:local,label:hot}]"
+        )
+    return tuple(entries)
+
+
+def build_student(node: Any) -> StudentConfig:
+    """``student:``: its own keys, and ``backend`` built as a teacher group."""
+    node = dict(node or {})
+    backend = dict(node.pop("backend", None) or {"name": DEFAULT_STUDENT_BACKEND})
+    built = build(StudentConfig, node, "student")
+    return dataclasses.replace(
+        built, backend=build_named(_teacher_registry(), backend, "student.backend")
+    )
+
+
+def _check_student(built: dict[str, Any]) -> None:
+    """What needs a student refuses to run without one; labels stay apart."""
+    student: StudentConfig = built["student"]
+    output: OutputConfig = built["output"]
+    if not student.enabled:
+        needs = [
+            key
+            for key, on in (
+                ("output.curriculum=true", output.curriculum),
+                (
+                    "output.pair_policy=teacher_vs_student",
+                    output.pair_policy == "teacher_vs_student",
+                ),
+            )
+            if on
+        ]
+        if needs:
+            raise ConfigError(
+                f"{', '.join(needs)} needs a student: set student.enabled=true and list the "
+                "stage student before emit in pipeline.stages (or use +pipeline=math_student)"
+            )
+        return
+    labels = [e.label for e in built["teachers"]] or [built["teacher"].name]
+    if student.label in labels:
+        raise ConfigError(
+            f"student.label={student.label!r} is also a teacher's label; give it another one"
+        )
 
 
 def _check_output_names(output: OutputConfig) -> None:

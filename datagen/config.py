@@ -249,8 +249,15 @@ class FilterConfig:
             raise ConfigError("filter.max_repeated_ngram_fraction must be in (0, 1]")
 
 
-PAIR_POLICIES: tuple[str, ...] = ("all", "random", "length_matched")
-SFT_WEIGHTINGS: tuple[str, ...] = ("none", "failure_rate")
+PAIR_POLICIES: tuple[str, ...] = (
+    "all",
+    "random",
+    "length_matched",
+    "teacher_vs_student",
+    "shorter_correct",
+)
+SFT_WEIGHTINGS: tuple[str, ...] = ("none", "failure_rate", "paced")
+SFT_SELECTIONS: tuple[str, ...] = ("all", "shortest", "k_shortest")
 
 
 @dataclass(frozen=True)
@@ -262,7 +269,10 @@ class OutputConfig:
     pair_policy: str = "all"
     """How pairs are drawn per prompt: ``all`` (chosen x rejected combinations, shuffled by
     seed, capped by ``max_pairs_per_prompt``), ``random`` (one random pair per prompt) or
-    ``length_matched`` (each sample used once, closest response lengths first)."""
+    ``length_matched`` (each sample used once, closest response lengths first),
+    ``teacher_vs_student`` (chosen a teacher's correct trace, rejected the student's wrong
+    one; needs ``student.enabled``) or ``shorter_correct`` (chosen a shorter correct trace,
+    rejected a longer correct one of the same prompt, against overthinking)."""
     max_pairs_per_prompt: int = 4
     """Cap on pairs per prompt (``all`` and ``length_matched``; ``random`` makes one)."""
     max_prompt_tokens: int | None = None
@@ -287,7 +297,31 @@ class OutputConfig:
     sft_drop_solved: bool = False
     """Leave prompts with pass rate 1 out of the SFT sets (too easy to teach much)."""
     sft_weighting: str = "none"
-    """The SFT ``weight`` column: ``none`` (1.0) or ``failure_rate`` (1 - pass rate)."""
+    """The SFT ``weight`` column: ``none`` (1.0), ``failure_rate`` (1 - pass rate) or ``paced``
+    (PACED's p^alpha (1-p)^beta). The pass rate is the student's when a student is set."""
+    sft_selection: str = "all"
+    """Which verified-correct traces of a prompt ``sft_positive`` (and the curriculum sets)
+    keep: ``all``, ``shortest`` (the one shortest in response tokens) or ``k_shortest``
+    (the ``sft_selection_k`` shortest). Incorrect traces are never kept by these rules."""
+    sft_selection_k: int = 2
+    """Traces per prompt kept by ``sft_selection: k_shortest``."""
+    paced_alpha: float = 1.0
+    """PACED's alpha in w(p) = p^alpha (1-p)^beta (the ``paced_weight`` column)."""
+    paced_beta: float = 1.0
+    """PACED's beta in w(p) = p^alpha (1-p)^beta."""
+    student_min_pass_rate: float = 0.0
+    """With a student: leave out prompts whose student pass rate is below this."""
+    student_max_pass_rate: float = 1.0
+    """With a student: leave out prompts whose student pass rate is above this (open-r1's
+    pass-rate filter); ``student_drop_solved`` is the common case."""
+    student_drop_solved: bool = False
+    """With a student: leave out prompts the student always solves (pass rate 1)."""
+    curriculum: bool = False
+    """Also write ``curriculum_stage1`` (broad) and ``curriculum_stage2`` (hard) SFT sets,
+    Light-R1 style; needs ``student.enabled``."""
+    stage2_max_pass_rate: float = 0.5
+    """``curriculum_stage2`` holds the prompts whose student pass rate is at most this and
+    that have a usable verified-correct teacher trace."""
     subset_sizes: dict[str, int] | None = None
     """Exact row count per output name (e.g. ``{redi_pairs: 1000}``), drawn by ``run.seed``;
     the run stops if an output has fewer rows. None, or an output not named: kept whole.
@@ -326,6 +360,7 @@ class OutputConfig:
         self._validate_pairs()
         self._validate_lengths()
         self._validate_difficulty()
+        self._validate_curation()
         self._validate_subsets()
         self._validate_hub()
 
@@ -352,6 +387,24 @@ class OutputConfig:
         if self.sft_weighting not in SFT_WEIGHTINGS:
             raise ConfigError(
                 f"output.sft_weighting must be one of {SFT_WEIGHTINGS}, got {self.sft_weighting!r}"
+            )
+
+    def _validate_curation(self) -> None:
+        if self.sft_selection not in SFT_SELECTIONS:
+            raise ConfigError(
+                f"output.sft_selection must be one of {SFT_SELECTIONS}, got {self.sft_selection!r}"
+            )
+        if self.sft_selection_k < 1:
+            raise ConfigError(f"output.sft_selection_k must be >= 1, got {self.sft_selection_k}")
+        for key in ("paced_alpha", "paced_beta"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"output.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("student_min_pass_rate", "student_max_pass_rate", "stage2_max_pass_rate"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"output.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.student_min_pass_rate > self.student_max_pass_rate:
+            raise ConfigError(
+                "output.student_min_pass_rate must be <= output.student_max_pass_rate"
             )
 
     def _validate_subsets(self) -> None:
@@ -474,6 +527,63 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class TeacherEntry:
+    """One teacher of a ``teachers:`` list: its backend config and its own sampling."""
+
+    label: str
+    """Recorded as ``Sample.teacher`` and hashed into its sample ids (default: the backend
+    name; must be unique in the list)."""
+    config: Any
+    """The backend's config dataclass (``local``, ``openai``, ``vllm``, ``replay``, ...)."""
+    generation: SamplingConfig
+    """``generation`` with this entry's own overrides (``n``, ``temperature``, ...)."""
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """A student model in the loop (stage ``student``): k samples per prompt, same verifiers.
+
+    When enabled, ``pass_rate`` and ``difficulty`` of every output row are the student's
+    (the teachers' stay in ``teacher_pass_rate`` / ``teacher_difficulty``), and rows get a
+    PACED ``paced_weight``. The backend is built in :mod:`datagen.compose`.
+    """
+
+    enabled: bool = False
+    """Off by default: the ``student`` stage then passes rows through untouched."""
+    backend: Any = None
+    """Any teacher backend's config (``student.backend.name``; default the embedded local
+    model)."""
+    label: str = "student"
+    """``Sample.teacher`` of the student's samples (must differ from every teacher label)."""
+    k: int = 4
+    """Student samples per prompt."""
+    temperature: float | None = None
+    """Student sampling temperature (None: ``generation.temperature``)."""
+    max_tokens: int | None = None
+    """Student ``max_tokens`` (None: ``generation.max_tokens``)."""
+
+    def __post_init__(self) -> None:
+        reject_non_finite(self, "student")
+        if self.k < 1:
+            raise ConfigError(f"student.k must be >= 1, got {self.k}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"student.max_tokens must be >= 1 or null, got {self.max_tokens}")
+        if self.temperature is not None and not 0.0 <= self.temperature <= 5.0:
+            raise ConfigError(f"student.temperature must be in [0, 5], got {self.temperature}")
+        if not self.label:
+            raise ConfigError("student.label must not be empty")
+
+    def sampling(self, base: SamplingConfig) -> SamplingConfig:
+        """The student's sampling: ``base`` with ``n = k`` and its own overrides."""
+        changes: dict[str, Any] = {"n": self.k}
+        if self.temperature is not None:
+            changes["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            changes["max_tokens"] = self.max_tokens
+        return dataclasses.replace(base, **changes)
+
+
+@dataclass(frozen=True)
 class DatagenConfig:
     """The resolved configuration of one run."""
 
@@ -494,6 +604,10 @@ class DatagenConfig:
     """Verifiers by route (domain); ``verifier`` is the default route's."""
     sources: list[SourceConfig] = field(default_factory=list)
     """Several sources pooled in one run, read in this order (empty: ``source`` alone)."""
+    teachers: tuple[TeacherEntry, ...] = ()
+    """Several teachers in one run (empty: the one ``teacher``)."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """The student in the loop (stage ``student``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Sections that plug-in stages declare (``Stage.sections``), by top-level key."""
 

@@ -30,15 +30,33 @@ def preflight(config: DatagenConfig, stages: list[Stage], run_dir: Path) -> None
     if not names:
         raise ConfigError("pipeline.stages is empty: nothing would run")
     check_rank_rules(config, names)
+    check_curation(config, names)
     if any(n in GENERATING for n in names):
-        check_api_key(config.teacher)
+        for teacher in [e.config for e in config.teachers] or [config.teacher]:
+            check_api_key(teacher)
         check_request_cache(config, run_dir)
+    if "student" in names and config.student.enabled:
+        check_api_key(config.student.backend)
     if "emit" in names and config.output.tokenizer is not None:
         from datagen.output.tokens import load_tokenizer
 
         load_tokenizer(config.output.tokenizer)
     if "load" in names:
         check_source_fields(config)
+
+
+def check_curation(config: DatagenConfig, names: list[str]) -> None:
+    """A student needs its stage (before emit); several teachers need fixed-N generation."""
+    if config.student.enabled and "student" not in names:
+        raise ConfigError(
+            "student.enabled=true but pipeline.stages has no student stage: list it after "
+            "verify (or filter) and before emit, or use +pipeline=math_student"
+        )
+    if config.teachers and "generate_adaptive" in names:
+        raise ConfigError(
+            "teachers: several teachers run with the stage generate, not generate_adaptive "
+            "(adaptive rounds follow one teacher); use generate, or the single teacher key"
+        )
 
 
 def check_rank_rules(config: DatagenConfig, names: list[str]) -> None:

@@ -22,6 +22,9 @@ import datasets
 Domain = Literal["math", "code", "general"]
 DOMAINS: tuple[str, ...] = ("math", "code", "general")
 
+ROLE_STUDENT = "student"
+"""``Sample.role`` of the student's samples (stage ``student``); teachers' are ``teacher``."""
+
 MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
 
 
@@ -210,6 +213,9 @@ class Sample(_Record):
     """The problem's route override (:attr:`Problem.verifier`), copied."""
     options: list[str] | None = None
     """The problem's multiple-choice options (:attr:`Problem.options`), copied."""
+    role: str = "teacher"
+    """``teacher``, or ``student`` for the student's own samples (stage ``student``): those
+    set the student pass rates and are never a teacher trace in an output."""
 
     FEATURES: ClassVar[datasets.Features] = datasets.Features(
         {
@@ -237,6 +243,7 @@ class Sample(_Record):
             "source": datasets.Value("string"),
             "verifier": datasets.Value("string"),
             "options": datasets.List(datasets.Value("string")),
+            "role": datasets.Value("string"),
         }
     )
 

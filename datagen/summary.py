@@ -16,6 +16,7 @@ from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.output.funnel import source_funnel
+from datagen.records import ROLE_STUDENT
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
 
@@ -52,6 +53,9 @@ def build_summary(
         summary["failed_top_reason"] = outcomes.failed_reason(stage_dirs[gen_name])
     if gen_name and results:
         final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
+        if "role" in final.column_names:  # the student's samples are reported on their own
+            # In memory: a cache file in the stage folder would change its fingerprint.
+            final = final.filter(lambda r: r["role"] != ROLE_STUDENT, keep_in_memory=True)
         passed = final["passed"]
         summary["samples_kept"] = len(final)
         summary["positives"] = sum(p is True for p in passed)
@@ -151,6 +155,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"  {'contaminated':<32} {item['id']} ~ {item['benchmark']}/{item['item']} "
             f"({item['method']}, {item['score']})"
+        )
+    compared = (summary.get("teachers") or {}).get("teachers") or []
+    for row in compared if len(compared) > 1 else []:
+        lines.append(
+            f"  {'teacher ' + row['teacher']:<32} pass rate {row['pass_rate']}, "
+            f"{row['tokens_per_correct']} tokens and {row['cost_per_correct_usd']} USD per "
+            f"correct answer, only solver on {row['only_solved_share']} of prompts"
+        )
+    student = summary.get("student") or {}
+    if student:
+        lines.append(
+            f"  {'student ' + str(student['label']):<32} pass rate {student['pass_rate']} "
+            f"({student['samples']} samples on {student['prompts']} prompts)"
         )
     adaptive = summary.get("adaptive") or {}
     if "fixed_n_at_max_samples" in adaptive:

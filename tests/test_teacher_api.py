@@ -294,6 +294,7 @@ class PipelineConfig:
     teacher: Any
     filter: Any
     sources: list[Any] = field(default_factory=list)
+    teachers: tuple = ()  # generate reads the teachers list (empty: the one teacher)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -151,6 +151,7 @@ class StandInConfig:
     verifier: Any
     verify: Any = field(default_factory=VerifyConfig)
     sources: list[Any] = field(default_factory=list)
+    teachers: tuple = ()  # generate reads the teachers list (empty: the one teacher)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from datasets.arrow_writer import ArrowWriter
 
 from datagen.config import OutputConfig
+from datagen.output import curriculum  # noqa: F401  (registers the curriculum sets, last)
 from datagen.output.difficulty import PassRateTally, pass_rates
 from datagen.output.formats import (
     OUTPUTS,
@@ -36,6 +37,7 @@ from datagen.output.formats import (
 )
 from datagen.output.pairs import build_pairs  # registers redi_pairs
 from datagen.output.sft import build_sft  # registers sft_positive, sft_negative
+from datagen.output.student import teacher_samples, with_student_columns
 from datagen.output.subsets import take_subset
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
@@ -71,14 +73,18 @@ def build_outputs(
     cfg: OutputConfig,
     seed: int,
     counter: TokenCounter | None = None,
+    student: bool = False,
 ) -> dict[str, BuiltOutput]:
-    """Build every declared output (:data:`OUTPUTS`) from verified samples.
+    """Build every declared output (:data:`OUTPUTS`) that this run asks for.
 
     Args:
-        samples: The samples that reached the outputs (kept by every earlier stage).
+        samples: The samples that reached the outputs (kept by every earlier stage),
+            the student's (``role="student"``) among them when a student is set.
         cfg: ``output`` config.
         seed: ``run.seed`` (pair draws, subsets).
         counter: Token counter (default: the teacher's counts).
+        student: A student is set: every output gets its pass rates and PACED weight
+            and its pass-rate filters, before any subset is drawn.
 
     Returns:
         Output name -> built dataset with its stats, in declaration order.
@@ -87,8 +93,31 @@ def build_outputs(
         ConfigError: A requested subset is larger than what was built.
     """
     counter = counter or TokenCounter()
-    built = {name: spec.build(samples, cfg, seed, counter) for name, spec in OUTPUTS.items()}
+    built = {
+        name: build_one(spec, samples, cfg, seed, counter, student)
+        for name, spec in OUTPUTS.items()
+        if spec.when is None or spec.when(cfg)
+    }
     return {name: _subset(name, ds, stats, cfg, seed) for name, (ds, stats) in built.items()}
+
+
+def build_one(
+    spec: OutputSpec,
+    samples: Sequence[Sample],
+    cfg: OutputConfig,
+    seed: int,
+    counter: TokenCounter,
+    student: bool,
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """One output from whole prompts: its builder, then (with a student) the student's
+    columns and pass-rate filters, which are per prompt too."""
+    ds, stats = spec.build(samples, cfg, seed, counter)
+    if student:
+        ds, dropped = with_student_columns(ds, samples, cfg)
+        left_out = {**stats.get("left_out", {}), **dropped}
+        stats = {**stats, "rows": len(ds), "left_out": dict(sorted(left_out.items()))}
+        stats["prompts"] = len(set(ds["problem_id"])) if len(ds) else 0
+    return ds, stats
 
 
 def _subset(
@@ -114,6 +143,7 @@ def build_outputs_by_prompt(
     counter: TokenCounter | None,
     work: Path,
     tally: PassRateTally,
+    student: bool = False,
 ) -> dict[str, BuiltOutput]:
     """:func:`build_outputs` over chunks of whole prompts, written to disk as they come.
 
@@ -136,16 +166,18 @@ def build_outputs_by_prompt(
     seen = False
     for chunk in chunks:
         seen = True
-        tally.add(chunk)
+        tally.add(teacher_samples(chunk))
         for name, spec in OUTPUTS.items():
-            ds, st = spec.build(chunk, cfg, seed, counter)
+            if spec.when is not None and not spec.when(cfg):
+                continue
+            ds, st = build_one(spec, chunk, cfg, seed, counter, student)
             if name not in writers:
                 writers[name] = ArrowWriter(features=ds.features, path=str(work / f"{name}.arrow"))
                 stats[name] = {}
             writers[name].write_table(ds.data.table)
             add_stats(stats[name], st)
     if not seen:
-        return build_outputs([], cfg, seed, counter)
+        return build_outputs([], cfg, seed, counter, student)
     out = {}
     for name, writer in writers.items():
         writer.finalize()

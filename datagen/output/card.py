@@ -187,6 +187,7 @@ def render_card(
     hub: HubFields | None = None,
     local: bool = False,
     funnel: Mapping[str, Any] | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """README.md text for a folder holding ``outputs``.
 
@@ -208,6 +209,8 @@ def render_card(
         local: ``load_path`` is a local folder: the usage lines read its files directly
             (see :func:`load_line`); else it is a Hub repo id.
         funnel: The run's funnel by source and by domain (:mod:`datagen.output.funnel`).
+        extra_sections: Markdown sections placed before the method (teachers compared,
+            the student, length selection: :mod:`datagen.output.curation_card`).
 
     Returns:
         The card: YAML front matter, then markdown.
@@ -225,6 +228,7 @@ def render_card(
     if funnel:
         parts.append(_funnel_section(funnel))
     parts += [_output_section(o, tokens_counted_by, len(outputs) > 1) for o in outputs]
+    parts += [section for section in extra_sections if section]
     parts += [_method_section(outputs, config, method_notes), _sources_section(hub, license)]
     parts.append(_config_section(config))
     return "\n".join(parts)

@@ -130,14 +130,18 @@ class PassRateTally:
         }
 
 
-def sft_weight(pass_rate: float | None, weighting: str) -> float:
-    """The SFT ``weight`` column: 1.0, or the prompt's failure rate (1 - pass rate).
+def sft_weight(
+    pass_rate: float | None, weighting: str, alpha: float = 1.0, beta: float = 1.0
+) -> float:
+    """The SFT ``weight`` column: 1.0, the failure rate (1 - p), or PACED's p^alpha (1-p)^beta.
 
-    >>> sft_weight(0.25, "failure_rate"), sft_weight(0.25, "none")
-    (0.75, 1.0)
+    >>> sft_weight(0.25, "failure_rate"), sft_weight(0.25, "none"), sft_weight(0.5, "paced")
+    (0.75, 1.0, 0.25)
     """
     if weighting == "failure_rate" and pass_rate is not None:
         return 1.0 - pass_rate
+    if weighting == "paced" and pass_rate is not None:
+        return pass_rate**alpha * (1.0 - pass_rate) ** beta
     return 1.0
 
 

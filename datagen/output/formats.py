@@ -237,6 +237,8 @@ class OutputSpec:
     """More summary entries from the summary so far and this output's row count."""
     summary_extra_labels: tuple[tuple[str, str], ...] = ()
     """(label, key) terminal lines for those entries."""
+    when: Callable[[Any], bool] | None = None
+    """Whether this run builds it, from the ``output`` config (None: always)."""
 
 
 OUTPUTS: dict[str, OutputSpec] = {}

@@ -14,6 +14,12 @@ Rules every pair obeys, whatever the policy:
 Policies (``output.pair_policy``) decide which combinations of a prompt's
 positives and negatives become pairs; each draws with its own
 ``random.Random(f"{seed}:{problem_id}")``, so pairs are reproducible per prompt.
+Two policies change the pools the sides come from (:func:`pair_pools`):
+``teacher_vs_student`` (Light-R1's semi-on-policy DPO, DistiLLM-2) takes
+``rejected`` from the student's verified-wrong samples (``role="student"``), and
+``shorter_correct`` (against overthinking) pairs a shorter correct trace over a
+longer correct one, so both sides passed there. Otherwise only the teachers'
+samples are used.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from datagen.output.formats import (
 )
 from datagen.output.sft import is_truncated
 from datagen.output.tokens import TokenCounter, over_length
-from datagen.records import Sample, content_hash
+from datagen.records import ROLE_STUDENT, Sample, content_hash
 
 Pick = Callable[
     [list[Sample], list[Sample], random.Random, int, TokenCounter], list[tuple[int, int]]
@@ -90,10 +96,31 @@ def pick_length_matched(
     return out
 
 
+def pick_shorter_correct(
+    good: list[Sample], bad: list[Sample], rng: random.Random, cap: int, counter: TokenCounter
+) -> list[tuple[int, int]]:
+    """Shortest over longest, second shortest over second longest, ...: each trace once,
+    chosen strictly shorter than rejected (ties make no pair), up to ``cap``.
+
+    ``good`` and ``bad`` are the same list here: one prompt's usable correct traces.
+    """
+    ranked = sorted(range(len(good)), key=lambda i: (counter.response_tokens(good[i]), i))
+    out: list[tuple[int, int]] = []
+    lo, hi = 0, len(ranked) - 1
+    while lo < hi and len(out) < cap:
+        short, long = ranked[lo], ranked[hi]
+        if counter.response_tokens(good[short]) < counter.response_tokens(good[long]):
+            out.append((short, long))
+        lo, hi = lo + 1, hi - 1
+    return out
+
+
 PAIR_POLICIES: dict[str, Pick] = {
     "all": pick_all,
     "random": pick_random,
     "length_matched": pick_length_matched,
+    "teacher_vs_student": pick_all,
+    "shorter_correct": pick_shorter_correct,
 }
 """``output.pair_policy`` -> the function that picks ``(chosen, rejected)`` indices."""
 
@@ -110,6 +137,42 @@ def rejected_reason_left_out(s: Sample, cfg: OutputConfig, counter: TokenCounter
     """Why a verified-incorrect sample cannot be ``rejected``, or None."""
     side = over_length(s, counter, cfg.max_prompt_tokens, cfg.max_response_tokens)
     return f"{side} over length cap" if side else None
+
+
+def pair_pools(
+    group: Sequence[Sample], policy: str, cfg: OutputConfig, counter: TokenCounter
+) -> tuple[list[Sample], list[Sample], Counter[str]]:
+    """One prompt's candidates for ``chosen`` and ``rejected`` under ``policy``.
+
+    ``chosen`` is always a teacher's usable verified-correct sample; ``rejected`` is a
+    teacher's verified-incorrect one, the student's (``teacher_vs_student``), or the same
+    correct list (``shorter_correct``). Unverifiable samples are never used.
+
+    Returns:
+        ``(chosen candidates, rejected candidates, samples left out by reason)``.
+    """
+    left_out: Counter[str] = Counter()
+    good: list[Sample] = []
+    bad: list[Sample] = []
+    wrong_role = ROLE_STUDENT if policy != "teacher_vs_student" else "teacher"
+    for s in group:
+        if s.passed is None:
+            continue
+        if s.passed and s.role != ROLE_STUDENT:
+            reason, target = chosen_reason_left_out(s, cfg, counter), good
+        elif not s.passed and s.role != wrong_role:
+            reason, target = rejected_reason_left_out(s, cfg, counter), bad
+        else:
+            continue
+        if reason is None:
+            target.append(s)
+        else:
+            left_out[reason] += 1
+    good.sort(key=_sample_order)  # the draw depends on the seed, not on row order
+    bad.sort(key=_sample_order)
+    if policy == "shorter_correct":
+        bad = good
+    return good, bad, left_out
 
 
 def build_pairs(
@@ -135,7 +198,7 @@ def build_pairs(
     counter = counter or TokenCounter()
     pick = PAIR_POLICIES[cfg.pair_policy]
     cap = 1 if cfg.pair_policy == "random" else cfg.max_pairs_per_prompt
-    rates = prompt_stats(samples)
+    rates = prompt_stats([s for s in samples if s.role != ROLE_STUDENT])
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
     for s in samples:
         groups[(s.problem_id, content_hash(s.messages))].append(s)
@@ -144,25 +207,14 @@ def build_pairs(
     both_before = 0
     rows: list[dict[str, Any]] = []
     for (pid, _), group in groups.items():
-        good: list[Sample] = []
-        bad: list[Sample] = []
-        for s in group:
-            if s.passed is None:
-                continue
-            if s.passed:
-                reason, target = chosen_reason_left_out(s, cfg, counter), good
-            else:
-                reason, target = rejected_reason_left_out(s, cfg, counter), bad
-            if reason is None:
-                target.append(s)
-            else:
-                left_out[reason] += 1
+        good, bad, dropped = pair_pools(group, cfg.pair_policy, cfg, counter)
+        left_out.update(dropped)
+        if pid not in rates:  # only the student answered it (its teacher rows were set aside)
+            continue
         pos, neg = rates[pid].positives, rates[pid].negatives
         both_before += pos > 0 and neg > 0
         if not good or not bad:
             continue
-        good.sort(key=_sample_order)  # the draw depends on the seed, not on row order
-        bad.sort(key=_sample_order)
         rng = random.Random(f"{seed}:{pid}")
         for g, b in pick(good, bad, rng, cap, counter):
             rows.append(_pair_row(good[g], bad[b], cfg, counter, rates[pid].pass_rate, pos + neg))

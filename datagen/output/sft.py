@@ -4,7 +4,10 @@
 incorrect ones. A positive that was cut off at ``max_tokens`` is never used,
 even if its partial text happened to pass; neither is a sample over the length
 caps. ``output.sft_drop_unsolved`` / ``sft_drop_solved`` leave out prompts
-whose pass rate is 0 or 1.
+whose pass rate is 0 or 1. Only the teachers' samples are rows (a student's,
+``role="student"``, set pass rates in :mod:`datagen.output.student`), and
+``output.sft_selection`` keeps all, the shortest or the k shortest usable
+correct traces of each prompt (:mod:`datagen.output.selection`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from datagen.output.formats import (
     to_dataset,
     verifier_list,
 )
+from datagen.output.selection import select_by_length, token_efficiency
 from datagen.output.tokens import TokenCounter, over_length
-from datagen.records import Sample
+from datagen.records import ROLE_STUDENT, Sample
 
 
 def is_truncated(sample: Sample) -> bool:
@@ -69,17 +73,26 @@ def build_sft(
     """
     cfg = cfg or OutputConfig()
     counter = counter or TokenCounter()
+    samples = [s for s in samples if s.role != ROLE_STUDENT]
     stats = prompt_stats(samples)
     left_out: Counter[str] = Counter()
-    rows: list[dict[str, Any]] = []
+    usable: list[Sample] = []
     for s in samples:
         if s.passed is not passed:
             continue
-        rate = stats[s.problem_id].pass_rate
-        reason = sft_reason_left_out(s, rate, cfg, counter)
+        reason = sft_reason_left_out(s, stats[s.problem_id].pass_rate, cfg, counter)
         if reason is not None:
             left_out[reason] += 1
-            continue
+        else:
+            usable.append(s)
+    extra: dict[str, Any] = {}
+    if passed:
+        usable, extra["selection"] = _select(usable, cfg, counter)
+        left_out["not kept by length selection"] += extra["selection"]["dropped"]
+        left_out = +left_out  # no zero counts
+    rows: list[dict[str, Any]] = []
+    for s in usable:
+        rate = stats[s.problem_id].pass_rate
         row: dict[str, Any] = {
             "id": s.id,
             "problem_id": s.problem_id,
@@ -99,7 +112,7 @@ def build_sft(
             "pass_rate": rate,
             "graded": stats[s.problem_id].graded,
             "difficulty": difficulty(rate, cfg.difficulty_edges),
-            "weight": sft_weight(rate, cfg.sft_weighting),
+            "weight": sft_weight(rate, cfg.sft_weighting, cfg.paced_alpha, cfg.paced_beta),
         }
         if not cfg.reasoning_column:
             del row["reasoning"]
@@ -110,7 +123,29 @@ def build_sft(
         "rows": len(ds),
         "prompts": len({r["problem_id"] for r in rows}),
         "left_out": dict(sorted(left_out.items())),
+        **extra,
     }
+
+
+def _select(
+    usable: list[Sample], cfg: OutputConfig, counter: TokenCounter
+) -> tuple[list[Sample], dict[str, Any]]:
+    """``output.sft_selection`` prompt by prompt; the kept ones stay in row order."""
+    groups: dict[str, list[Sample]] = {}
+    for s in usable:
+        groups.setdefault(s.problem_id, []).append(s)
+    kept_ids = {
+        s.id
+        for group in groups.values()
+        for s in select_by_length(group, cfg.sft_selection, cfg.sft_selection_k, counter)
+    }
+    kept = [s for s in usable if s.id in kept_ids]
+    stats = token_efficiency(
+        [counter.response_tokens(s) for s in usable],
+        [counter.response_tokens(s) for s in kept],
+        len(groups),
+    )
+    return kept, {"policy": cfg.sft_selection, "dropped": len(usable) - len(kept), **stats}
 
 
 register_output(

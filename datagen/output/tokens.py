@@ -14,6 +14,7 @@ says about where the reasoning is stored.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from datagen.records import Sample
 logger = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=4)  # emit and the summary's report ask for the same one
 def load_tokenizer(spec: str) -> Any:
     """Load a Hugging Face tokenizer from a folder, a ``.gguf`` file or a cached Hub name.
 

@@ -15,6 +15,7 @@ from datagen.stages import (  # noqa: F401  (each module registers its stages)
     filter,
     generate,
     load,
+    student,
     verify,
 )
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage

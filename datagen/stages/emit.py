@@ -32,6 +32,8 @@ from datagen.output.card import (
     output_stats,
     render_card,
 )
+from datagen.output.compare import teacher_table
+from datagen.output.curation_card import curation_sections, student_report_of
 from datagen.output.difficulty import PassRateTally, pass_rate_summary
 from datagen.output.funnel import source_funnel
 from datagen.output.publish import (
@@ -43,9 +45,10 @@ from datagen.output.publish import (
     write_output,
     write_shards,
 )
+from datagen.output.student import teacher_samples
 from datagen.output.subsets import domain_data_files, write_domain_files
 from datagen.output.tokens import TokenCounter
-from datagen.records import Sample
+from datagen.records import ROLE_STUDENT, Sample
 from datagen.safetext import redact_config
 from datagen.sources import resolve_path, uses_datasets
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
@@ -53,7 +56,7 @@ from datagen.stages.base import STAGES, Stage, StageContext, register_stage
 logger = logging.getLogger(__name__)
 
 CONSUMES = ("passed", "truncated", "finish_reason", "verdicts", "reasoning", "content")
-FUNNEL_COLUMNS = ("source", "domain", "passed")
+FUNNEL_COLUMNS = ("source", "domain", "passed", "role")
 PRODUCES = ()  # rows pass through; the outputs are files under RUN_DIR/<output.dir>
 
 
@@ -62,9 +65,14 @@ def emit(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -> list
     ocfg: OutputConfig = cfg["output"]
     token = hub_token(ocfg.token_env) if ocfg.push_to_hub and not ocfg.dry_run else None
     counter = _counter(ctx, ocfg)
-    outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter)
-    overall = pass_rate_summary(batch, ocfg.difficulty_edges)
-    write_outputs(outputs, overall, batch, ctx, ocfg, counter, token)
+    student = ctx.config.student.enabled
+    outputs = build_outputs(batch, ocfg, cfg["run.seed"], counter, student=student)
+    overall = pass_rate_summary(teacher_samples(batch), ocfg.difficulty_edges)
+    table = teacher_table(batch, counter)
+    sections = curation_sections(table, student_report_of(batch, ctx), ocfg, outputs)
+    write_outputs(
+        outputs, overall, teacher_samples(batch), ctx, ocfg, counter, token, table, sections
+    )
     return batch
 
 
@@ -83,11 +91,27 @@ def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, An
     work.mkdir(parents=True)
     try:
         tally = PassRateTally(ocfg.difficulty_edges)
+        student = ctx.config.student.enabled
         outputs = build_outputs_by_prompt(
-            prompt_chunks(data), ocfg, cfg["run.seed"], counter, work, tally
+            prompt_chunks(data), ocfg, cfg["run.seed"], counter, work, tally, student
         )
+        table = teacher_table((Sample.from_row(r) for r in data), counter)  # one pass
+        students = (
+            [
+                Sample.from_row(r)
+                for r, role in zip(data, data["role"], strict=True)
+                if role == "student"
+            ]
+            if student and "role" in data.column_names
+            else []
+        )
+        sections = curation_sections(table, student_report_of(students, ctx), ocfg, outputs)
         final = data.select_columns([c for c in FUNNEL_COLUMNS if c in data.column_names])
-        write_outputs(outputs, tally.summary(), final, ctx, ocfg, counter, token)
+        if "role" in final.column_names:  # the funnel counts the teachers' samples
+            final = final.filter(
+                lambda role: role != ROLE_STUDENT, input_columns="role", keep_in_memory=True
+            )
+        write_outputs(outputs, tally.summary(), final, ctx, ocfg, counter, token, table, sections)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -106,10 +130,14 @@ def write_outputs(
     ocfg: OutputConfig,
     counter: TokenCounter,
     token: str | None,
+    table: dict[str, Any] | None = None,
+    sections: list[str] | None = None,
 ) -> None:
     """Write every output's folder with its card (and the Hub folder), swap them in, push.
 
     ``final`` is the samples that reached emit (rows or a dataset), for the funnel.
+    ``table`` is the per-teacher table (:func:`~datagen.output.compare.teacher_table`) and
+    ``sections`` the curation sections of the cards (teachers, student, length selection).
     """
     config = redact_config(ctx.config.as_dict())  # cards are published: no URL credentials
     out_dir = Path(ctx.run_dir) / ocfg.dir
@@ -129,6 +157,7 @@ def write_outputs(
         "method_notes": notes,
         "hub": hub,
         "funnel": funnel,
+        "extra_sections": sections or [],
     }
     for name, out in outputs.items():
         folder = out_dir / name
@@ -148,6 +177,7 @@ def write_outputs(
         write_license(folder, hub, ocfg.license, config)
         stats = ctx.stats.setdefault("emit", {})
         stats["all_prompts"] = overall
+        stats["teachers"] = table
         stats[name] = len(out.dataset)
         stats[f"{name}_stats"] = output_stats(out) | {"built": out.stats}
 
@@ -316,6 +346,17 @@ def write_license(folder: Path, hub: HubFields, license: str, config: dict[str, 
         (folder / LICENSE_FILE).write_text(license_text(hub, config), encoding="utf-8")
 
 
+def teachers_report(stage_dir: Path, config: Any) -> dict[str, Any] | None:
+    """The per-teacher table over the samples that reached the outputs (from disk)."""
+    import datasets
+
+    if not (stage_dir / "data").exists():
+        return None
+    rows = datasets.load_from_disk(str(stage_dir / "data"))
+    counter = TokenCounter.from_spec(config.output.tokenizer)
+    return teacher_table((Sample.from_row(r) for r in rows), counter)  # streamed, one pass
+
+
 register_stage(
     Stage(
         "emit",
@@ -325,5 +366,7 @@ register_stage(
         ("output", "run.seed"),
         needs_all_rows=True,
         sink=emit_dataset,
+        report=teachers_report,
+        report_key="teachers",
     )
 )

@@ -5,6 +5,10 @@ runs the stage as one stream: :func:`generate_stream` hands it every
 remaining problem at once and yields each problem's samples as they complete,
 so the endpoint never waits for a batch's slowest request.
 
+With a ``teachers:`` list, every teacher answers every problem of a batch with its
+own sampling, and a problem's samples are grouped together (teacher by teacher, in
+list order); such runs go batch by batch.
+
 The teacher is built once per process and consults its request cache before
 sending anything, so this stage never pays twice for the same sample.
 """
@@ -16,7 +20,7 @@ from dataclasses import fields
 from typing import Any
 
 from datagen import progress
-from datagen.config import DatagenConfig
+from datagen.config import DatagenConfig, SamplingConfig
 from datagen.records import Problem, Sample
 from datagen.stages.base import Stage, StageContext, register_stage
 from datagen.teachers import TEACHERS, build_teacher
@@ -24,6 +28,22 @@ from datagen.teachers import TEACHERS, build_teacher
 
 def _teacher(ctx: StageContext, cfg: dict[str, Any]) -> Any:
     return ctx.resource("teacher", lambda: build_teacher(cfg["teacher"], ctx.run_dir))
+
+
+def _teachers(ctx: StageContext, cfg: dict[str, Any]) -> list[tuple[Any, SamplingConfig]]:
+    """Each teacher with its sampling: the ``teachers:`` list, else the one ``teacher``."""
+    entries = cfg.get("teachers") or ()
+    if not entries:
+        return [(_teacher(ctx, cfg), cfg["generation"])]
+    return [
+        (
+            ctx.resource(
+                f"teacher:{e.label}", lambda e=e: build_teacher(e.config, ctx.run_dir, e.label)
+            ),
+            e.generation,
+        )
+        for e in entries
+    ]
 
 
 def _seed(cfg: dict[str, Any]) -> int:
@@ -45,28 +65,31 @@ def _count_window(ctx: StageContext, teacher: Any, before: dict[str, float], ret
 
 
 def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) -> list[Sample]:
-    """Return ``n`` samples per problem, grouped by problem in input order."""
-    teacher = _teacher(ctx, cfg)
-    before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
-    retries = getattr(teacher, "retries", 0)
-    window = _window(teacher)
-    samples = teacher.generate(batch, cfg["generation"], _seed(cfg))
-    ctx.count("generate", "batches")
-    ctx.count("generate", "batch_requests", len(samples))
-    _count_window(ctx, teacher, window, retries)
-    ctx.count("generate", "requests_sent", teacher.requests_sent - before)
-    ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
-    ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
-    ctx.count("generate", "failed", sum(s.error is not None for s in samples))
-    progress.record(
-        ctx,
-        samples=len(samples),
-        tokens=sum(s.completion_tokens for s in samples),
-        cost=teacher.cost_spent - spent,
-        retries=getattr(teacher, "retries", 0) - retries,
-        in_flight=getattr(teacher, "in_flight", 0),
-    )
-    return samples
+    """Return ``n`` samples per problem (per teacher), grouped by problem in input order."""
+    by_problem: dict[str, list[Sample]] = {p.id: [] for p in batch}
+    for teacher, sampling in _teachers(ctx, cfg):
+        before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
+        retries = getattr(teacher, "retries", 0)
+        window = _window(teacher)
+        samples = teacher.generate(batch, sampling, _seed(cfg))
+        ctx.count("generate", "batches")
+        ctx.count("generate", "batch_requests", len(samples))
+        _count_window(ctx, teacher, window, retries)
+        ctx.count("generate", "requests_sent", teacher.requests_sent - before)
+        ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
+        ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
+        ctx.count("generate", "failed", sum(s.error is not None for s in samples))
+        progress.record(
+            ctx,
+            samples=len(samples),
+            tokens=sum(s.completion_tokens for s in samples),
+            cost=teacher.cost_spent - spent,
+            retries=getattr(teacher, "retries", 0) - retries,
+            in_flight=getattr(teacher, "in_flight", 0),
+        )
+        for s in samples:
+            by_problem[s.problem_id].append(s)
+    return [s for group in by_problem.values() for s in group]
 
 
 def generate_stream(
@@ -125,19 +148,27 @@ def stream_note(stats: dict[str, Any], config: DatagenConfig) -> str | None:
     )
 
 
+def _backends(config: Any) -> list[str]:
+    return [e.config.name for e in config.teachers] or [config.teacher.name]
+
+
 def teacher_streams(config: Any) -> bool:
-    """True when the configured teacher keeps its window full over a whole stage."""
+    """True when the one configured teacher keeps its window full over a whole stage
+    (a ``teachers:`` list goes batch by batch: a problem's group spans teachers)."""
+    if config.teachers:
+        return False
     return bool(getattr(TEACHERS[config.teacher.name].teacher_cls, "continuous", False))
 
 
 def teacher_batch_size(config: DatagenConfig) -> int:
-    """Problems per generation batch when ``run.generate_batch_size`` is null."""
-    return TEACHERS[config.teacher.name].default_batch_size
+    """Problems per generation batch when ``run.generate_batch_size`` is null (with several
+    teachers, the smallest of their defaults: the finest resume granularity)."""
+    return min(TEACHERS[name].default_batch_size for name in _backends(config))
 
 
 def teacher_wants_gpu(config: DatagenConfig) -> bool:
-    """True when the configured teacher runs its model on a GPU (vLLM)."""
-    return TEACHERS[config.teacher.name].wants_gpu
+    """True when a configured teacher runs its model on a GPU (vLLM)."""
+    return any(TEACHERS[name].wants_gpu for name in _backends(config))
 
 
 register_stage(
@@ -146,7 +177,7 @@ register_stage(
         generate,
         "problem",
         "sample",
-        ("teacher", "generation", "run.seed"),
+        ("teacher", "teachers", "generation", "run.seed"),
         batch_size_key="generate_batch_size",
         default_batch_size=teacher_batch_size,
         wants_gpu=teacher_wants_gpu,

@@ -30,19 +30,23 @@ def default_cache_path(cfg: Any, run_dir: Path) -> Path:
     return Path(path) if path else Path(run_dir) / "cache" / "requests.sqlite"
 
 
-def build_teacher(cfg: Any, run_dir: Path) -> Teacher:
+def build_teacher(cfg: Any, run_dir: Path, label: str | None = None) -> Teacher:
     """Build the configured teacher with its request cache.
 
     Args:
         cfg: A teacher config dataclass (the ``config_cls`` of a declared teacher).
         run_dir: The run directory (holds the default cache file).
+        label: A ``teachers:`` entry's label or the student's (None: the one teacher,
+            whose samples keep the backend name and the ids they always had).
 
     Returns:
         The teacher, ready to :meth:`~Teacher.generate`.
     """
     spec = TEACHERS[cfg.name]
     cache = RequestCache(default_cache_path(cfg, run_dir)) if spec.uses_cache else None
-    return spec.teacher_cls(cfg, cache)
+    teacher = spec.teacher_cls(cfg, cache)
+    teacher.label = label
+    return teacher
 
 
 __all__ = [

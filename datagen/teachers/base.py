@@ -216,6 +216,10 @@ class Teacher(ABC):
         """USD spent by this process (new responses only; cached ones were paid before)."""
         self.cache_namespace: str | None = None
         """``teacher.cache_namespace``: replaces :meth:`backend_identity` in cache keys."""
+        self.label: str | None = None
+        """A ``teachers:`` entry's label (or the student's): recorded as ``Sample.teacher``
+        and hashed into sample ids, so two teachers of one backend never share an id. It
+        stays out of request keys: the cache is keyed on what shapes a response."""
 
     @abstractmethod
     def complete_many(
@@ -403,13 +407,18 @@ class Teacher(ABC):
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
         reasoning, content = split_reasoning(c.text, c.reasoning)
         failed = c.error is not None
+        sample_id = (
+            content_hash(problem.id, req.key, self.label)
+            if self.label
+            else content_hash(problem.id, req.key)
+        )
         return Sample(
-            id=content_hash(problem.id, req.key),
+            id=sample_id,
             problem_id=problem.id,
             domain=problem.domain,
             messages=problem.messages,
             reference=problem.reference,
-            teacher=self.name,
+            teacher=self.label or self.name,
             model=self.model,
             sample_index=req.sample_index,
             verifier=problem.verifier,

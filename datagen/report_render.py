@@ -308,7 +308,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     if "dedup_report" in sections:
         parts += [
             "## Duplicate clusters\n",
-            _md_table(("id", "method", "score", "prompt"), _duplicate_rows(sections["dedup_report"])),
+            _md_table(
+                ("id", "method", "score", "prompt"), _duplicate_rows(sections["dedup_report"])
+            ),
         ]
     if "contamination_report" in sections:
         header = ("id", "benchmark", "item", "method", "score", "prompt")

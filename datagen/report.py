@@ -28,8 +28,7 @@ import yaml
 from datagen.output.card import redact
 from datagen.output.difficulty import BUCKETS, difficulty, prompt_stats
 from datagen.records import Problem, Sample
-from datagen.stages.decontaminate import write_decontam_report
-from datagen.stages.dedup import write_dedup_report
+from datagen.stages import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +333,6 @@ def collect_report(run_dir: Path) -> dict[str, Any]:
     )
     edges = (config.get("output") or {}).get("difficulty_edges") or (0.3, 0.7)
     funnel = build_funnel(run_dir)
-    names = dict(folders)
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
         "pipeline": (config.get("pipeline") or {}).get("name"),
@@ -347,16 +345,27 @@ def collect_report(run_dir: Path) -> dict[str, Any]:
         "examples": examples(run_dir),
         "config": config,
     }
-    if "dedup" in names and (run_dir / "stages" / names["dedup"] / "duplicates").exists():
-        report["dedup"] = write_dedup_report(run_dir / "stages" / names["dedup"])
-    if "decontaminate" in names:
-        folder = run_dir / "stages" / names["decontaminate"]
-        if (folder / "contaminated").exists():
-            report["contamination"] = write_decontam_report(folder)
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        report["wall_seconds"] = json.loads(summary.read_text()).get("wall_seconds")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    report["wall_seconds"] = summary.get("wall_seconds")
+    report["stage_reports"] = stage_reports(folders, summary)
     return report
+
+
+def stage_reports(folders: Sequence[tuple[str, str]], summary: dict[str, Any]) -> dict[str, Any]:
+    """The sections that stages declare (``Stage.report``), by their ``report_key``.
+
+    The run computed them into ``summary.json`` from the saved datasets (exact for
+    resumed runs), so the report takes them from there and names no stage itself.
+    """
+    out: dict[str, Any] = {}
+    for name, _ in folders:
+        stage = STAGES.get(name)
+        if stage is not None and stage.report is not None:
+            key = stage.report_key or f"{name}_report"
+            if summary.get(key) is not None:
+                out[key] = summary[key]
+    return out
 
 
 def _stage_rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -254,15 +254,16 @@ def _disagreements_html(d: dict[str, Any]) -> str:
 
 def _dedup_html(data: dict[str, Any]) -> str:
     out = []
-    if "dedup" in data:
-        d = data["dedup"]
+    sections = data.get("stage_reports", {})
+    if "dedup_report" in sections:
+        d = sections["dedup_report"]
         out.append(
             f"<h2>Duplicate clusters</h2><p>{d['duplicates']} duplicates in {d['clusters']} "
             "clusters; the largest are shown.</p>"
         )
         out.append(_html_table(("id", "method", "score", "prompt"), _duplicate_rows(d), "dups"))
-    if "contamination" in data:
-        c = data["contamination"]
+    if "contamination_report" in sections:
+        c = sections["contamination_report"]
         out.append(f"<h2>Contaminated items</h2><p>{c['contaminated']} prompts set aside.</p>")
         header = ("id", "benchmark", "item", "method", "score", "prompt")
         out.append(_html_table(header, _contaminated_rows(c), "contaminated"))
@@ -303,16 +304,19 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"## Verifier disagreements\n\n{d['disagreements']} of {d['compared']} samples judged "
         "by two or more verifiers got different verdicts.\n"
     )
-    if "dedup" in data:
+    sections = data.get("stage_reports", {})
+    if "dedup_report" in sections:
         parts += [
             "## Duplicate clusters\n",
-            _md_table(("id", "method", "score", "prompt"), _duplicate_rows(data["dedup"])),
+            _md_table(
+                ("id", "method", "score", "prompt"), _duplicate_rows(sections["dedup_report"])
+            ),
         ]
-    if "contamination" in data:
+    if "contamination_report" in sections:
         header = ("id", "benchmark", "item", "method", "score", "prompt")
         parts += [
             "## Contaminated items\n",
-            _md_table(header, _contaminated_rows(data["contamination"])),
+            _md_table(header, _contaminated_rows(sections["contamination_report"])),
         ]
     config = yaml.safe_dump(data["config"], sort_keys=False)
     parts += ["## Resolved config\n", f"```yaml\n{config}```\n"]

@@ -1,6 +1,6 @@
 """+pipeline=general end to end: the real local teacher answers, a reward model ranks.
 
-The teacher is the embedded SmolLM2-135M (llama.cpp). No reward-model weights can
+The teacher is the embedded SmolLM2-135M (transformers engine). No reward-model weights can
 be downloaded on these machines, so the reward model is the tiny randomly
 initialised one that ``test_reward.build_tiny_reward_model`` writes to a temp
 folder, named with ``verifier.model=<folder>`` exactly as a user names a real one.

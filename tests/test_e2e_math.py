@@ -1,4 +1,4 @@
-"""The default math pipeline end to end on the real embedded teacher (SmolLM2 via llama.cpp).
+"""The default math pipeline end to end on the real embedded teacher (SmolLM2, transformers).
 
 No mocks: the local teacher generates, math-verify grades. Kept small (a few
 problems, short generations) to fit the suite's time budget.

@@ -137,9 +137,12 @@ def test_stage2_and_the_pairs_follow_their_definitions(finished):
         for p in set(positives["problem_id"])
         if graded.get(p) and sum(graded[p]) / len(graded[p]) <= STAGE2
     }
+    assert expected, "no positive the student found hard: the stage-2 check would be empty"
     assert set(output(run_dir, "curriculum_stage2")["problem_id"]) == expected
     assert output(run_dir, "curriculum_stage1")["id"] == positives["id"]
-    for row in output(run_dir, "redi_pairs"):
+    pairs = output(run_dir, "redi_pairs")
+    assert len(pairs) > 0, "no teacher-vs-student pair: the provenance check would be empty"
+    for row in pairs:
         chosen, rejected = by_id[row["chosen_sample_id"]], by_id[row["rejected_sample_id"]]
         assert (chosen.role, chosen.passed) == ("teacher", True)
         assert (rejected.role, rejected.passed) == ("student", False)

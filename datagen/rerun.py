@@ -73,7 +73,8 @@ def warn_if_config_changed(run_dir: Path, new: Mapping[str, Any], outputs: str) 
         old = yaml.safe_load(previous.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         old = {}
-    changed = changed_keys(old, new)
+    # A group's ``name`` (which teacher, which verifier) first: it says the most.
+    changed = sorted(changed_keys(old, new), key=lambda k: not k.endswith(".name"))
     if changed:
         shutil.copyfile(previous, run_dir / PREVIOUS)
         more = len(changed) - 12

@@ -18,8 +18,6 @@ from typing import Any
 import datasets
 import pyarrow.compute as pc
 
-from datagen.records import column_values
-
 GENERATION_STAGES = ("generate", "generate_adaptive")
 
 UNROUTED = "unrouted"
@@ -79,7 +77,7 @@ def failed_reason(stage_dir: Path) -> dict[str, Any] | None:
     side = stage_dir / "set_aside"
     if not side.exists():
         return None
-    errors = column_values(datasets.load_from_disk(str(side)), "error")
+    errors = datasets.load_from_disk(str(side)).with_format("arrow")["error"].to_pylist()
     return top_reason(e for e in errors if e is not None)
 
 
@@ -93,7 +91,7 @@ def unverifiable_reason(final: datasets.Dataset) -> dict[str, Any] | None:
 def no_verifier_counts(final: datasets.Dataset) -> dict[str, int]:
     """Samples of ``final`` that no verifier graded (no route configured), by route key."""
     counts: Counter[str] = Counter()
-    for verdicts in column_values(final, "verdicts"):
+    for verdicts in final.with_format("arrow")["verdicts"].to_pylist():  # no row loop
         for verdict in verdicts:
             if verdict.get("verifier") == UNROUTED:
                 details = verdict.get("details") or {}

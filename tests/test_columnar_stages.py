@@ -195,3 +195,60 @@ def test_columnar_verify_gives_the_record_path_rows(make_config, tmp_path):
     )
     assert out.equals(expected)
     assert {len(v) for v in out["verdicts"].to_pylist()} == {2, 3}  # one verdict added
+
+
+FRACTION_CASES = [
+    (r"\frac{1}{2}", "0.5"),
+    (r"\frac12", "1/2"),
+    (r"-\frac{1}{2}", r"\frac{-1}{2}"),
+    (r"\dfrac{2}{4}", r"\frac{1}{2}"),
+    ("3/8", r"\frac{3}{8}"),
+    (r"\frac{5}{16}", r"\frac{3}{8}"),
+    (r"\frac{3}{4}", r"\frac{3}{8}"),
+    ("1/3", "0.333333"),
+    ("1/3", "0.34"),
+    (r"\frac{1}{3}", "0.3333333"),
+    (r"\frac{10}{5}", "2"),
+    (r"\frac{7}{5}", "2"),
+    ("1,000", r"\frac{1000}{1}"),
+    (r"\frac{1}{0}", "0"),
+    (r"1\frac{1}{2}", r"\frac{3}{2}"),
+    (r"\frac{1}{2}\%", "0.5"),
+    (r"-\frac{3}{8}", r"\frac{3}{8}"),
+    ("03/08", r"\frac{3}{8}"),
+    (r"\tfrac{22}{7}", "3.14"),
+    (r"$\frac{1}{2}$", r"\frac{1}{2}"),
+    (r"\frac{1}{1000000001}", r"\frac{1}{1000000000}"),
+]
+
+
+@pytest.mark.parametrize(("answer", "reference"), FRACTION_CASES)
+def test_fraction_fast_path_agrees_with_math_verify(answer, reference):
+    """Where the exact-fraction path decides, Math-Verify (the path it skips) agrees."""
+    from verifiers.math_compare import fractions_verdict
+
+    config = math_verifier.MathVerifyConfig()
+    for a, r in ((answer, reference), (reference, answer)):
+        settled = fractions_verdict(a, r)
+        if settled is None:
+            continue
+        found = (math_verifier.Extraction(a, "boxed"), [])
+        assert math_verifier._grade(found, r, config, None).passed is settled[0], (a, r)
+
+
+def test_fraction_fast_path_agrees_on_the_labelled_traces():
+    from verifiers.math_compare import fractions_verdict
+
+    config = math_verifier.MathVerifyConfig()
+    decided = 0
+    for row in trace_rows():
+        found = math_verifier.extract(row["response"])
+        if (
+            found.answer is None
+            or (settled := fractions_verdict(found.answer, row["answer"])) is None
+        ):
+            continue
+        decided += 1
+        graded = math_verifier._grade((found, []), row["answer"], config, row["problem"])
+        assert graded.passed is settled[0], (found.answer, row["answer"])
+    assert decided >= 5

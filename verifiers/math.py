@@ -46,6 +46,7 @@ from verifiers.math_compare import (
     asked_decimals,
     compare_times,
     expand_repeating,
+    fractions_verdict,
     interval_vs_set,
     numbers_equal,
     plain_number,
@@ -274,6 +275,9 @@ def _precheck(
     if same_time is not None:
         reason = "same clock time" if same_time else "the reference is a clock time; not this one"
         return _verdict(same_time, answer, reference, None, how, reason)
+    settled = fractions_verdict(answer, reference)
+    if settled is not None and (settled[0] or asked_decimals(prompt) is None):
+        return _verdict(settled[0], answer, reference, None, how, settled[1])
     return found, parsed
 
 

@@ -239,7 +239,12 @@ def bench(n: int, workdir: Path, keep: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-replay-{n}-", dir=workdir))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     me = [sys.executable, str(Path(__file__).resolve())]
-    report: dict[str, Any] = {"n": n, "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    report: dict[str, Any] = {
+        "n": n,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    }
     try:
         report["inputs"] = build_inputs(folder, n)
         done, peak, wall, cpu = measured([*me, "--child", "naive", "--folder", str(folder)], env)

@@ -303,7 +303,8 @@ class Runner:
             table = self.executor.run(stage, cfg, rows)
             self._flush_rejects()
             tmp = shard.with_suffix(".tmp")
-            pq.write_table(table, tmp)
+            # Read once, then deleted: not worth compressing (it doubled the write and read).
+            pq.write_table(table, tmp, compression="none", write_statistics=False)
             os.replace(tmp, shard)
             bar.update(hi - lo)
         return shards

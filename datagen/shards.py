@@ -147,8 +147,9 @@ def save_split(
 class FolderWriter:
     """Write rows as a ``save_to_disk`` folder directly (temp folder, then rename).
 
-    The Arrow files are written as ``save_to_disk`` writes them (``ArrowWriter``, a
-    new file past :data:`MAX_SHARD_BYTES`), then named ``data-i-of-n`` with the
+    The Arrow files are written in the format ``save_to_disk`` writes (an Arrow
+    stream whose schema carries the features; a new file past
+    :data:`MAX_SHARD_BYTES`), then named ``data-i-of-n`` with the
     ``state.json`` and ``dataset_info.json`` that ``load_from_disk`` reads. A
     stage's rows are thus copied once from its shards, not into a joined file first
     and then again by ``save_to_disk`` (issue 19).
@@ -160,7 +161,7 @@ class FolderWriter:
         self.tmp = path.with_name(path.name + ".tmp")
         self.files: list[Path] = []
         self.rows = 0
-        self._writer: ArrowWriter | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._bytes = 0
 
     def __enter__(self) -> FolderWriter:
@@ -175,7 +176,8 @@ class FolderWriter:
         if self._writer is None or self._bytes + table.nbytes > MAX_SHARD_BYTES:
             self._close_file()
             self.files.append(self.tmp / f"part-{len(self.files):05d}.arrow")
-            self._writer = ArrowWriter(features=self.features, path=str(self.files[-1]))
+            # The stream format and schema (features in its metadata) of datasets' files.
+            self._writer = pa.ipc.new_stream(str(self.files[-1]), self.features.arrow_schema)
             self._bytes = 0
         self._writer.write_table(table)
         self._bytes += table.nbytes
@@ -183,7 +185,6 @@ class FolderWriter:
 
     def _close_file(self) -> None:
         if self._writer is not None:
-            self._writer.finalize()
             self._writer.close()
             self._writer = None
 

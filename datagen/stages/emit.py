@@ -117,18 +117,22 @@ def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, An
         shutil.rmtree(work, ignore_errors=True)
 
 
-TEXT_COLUMNS = ("messages", "reasoning", "content")
-"""The bulk of a sample's bytes; the per-teacher table needs them only to count tokens."""
+TABLE_COLUMNS = (
+    *("id", "problem_id", "domain", "reference", "teacher", "model", "sample_index"),
+    *("passed", "cost", "completion_tokens", "role"),
+)
+"""What :func:`teacher_table` reads of a sample when no tokenizer counts its text
+(the record's required fields, then its own)."""
 
 
 def table_samples(data: datasets.Dataset, counter: TokenCounter) -> Iterator[Sample]:
     """``data``'s samples for :func:`teacher_table`, streamed a thousand rows at a time.
 
-    Without a tokenizer the table reads the teacher's token counts, so the text
-    columns are not read at all (read row by row they were most of emit's time).
+    Without a tokenizer the table reads the teacher's token counts, so only
+    :data:`TABLE_COLUMNS` are read (the text, read row by row, was most of emit's time).
     """
     if counter.tokenizer is None:
-        data = data.remove_columns([c for c in TEXT_COLUMNS if c in data.column_names])
+        data = data.select_columns([c for c in TABLE_COLUMNS if c in data.column_names])
     for table in data.with_format("arrow").iter(batch_size=1024):
         for row in table.to_pylist():
             yield Sample.from_row({"messages": [], **row})

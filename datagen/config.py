@@ -52,8 +52,11 @@ class RunConfig:
     """Use at most this many problems from the source (None: all)."""
     resume: bool = True
     """Reuse finished stages and partial shards in the run directory."""
-    batch_size: int = 64
-    """Rows handed to a stage function at a time (also the resume granularity)."""
+    batch_size: int = 1024
+    """Rows handed to a stage function at a time (also the resume granularity: one
+    Parquet shard per batch). Large, so that a row-wise stage pays its per-batch costs
+    (a shard written, a worker pool fed) rarely: at 64 the shards of a 100k-trace
+    re-grade cost more than its filter rules (issue 19)."""
     generate_batch_size: int | None = None
     """Problems per generation batch: each finished batch is saved before the next starts.
     None: the teacher's own default (1 for the local teacher, 64 for an API, 1024 for

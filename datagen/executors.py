@@ -29,12 +29,19 @@ logger = logging.getLogger(__name__)
 
 
 def apply_stage(stage: Stage, cfg: dict[str, Any], ctx: StageContext, table: pa.Table) -> pa.Table:
-    """Rows in, records through the stage function, rows out (with the output schema)."""
+    """Rows in, records through the stage function, rows out (with the output schema).
+
+    A stage with a ``columnar`` function gets the Arrow batch itself (no records).
+    """
     in_type = RECORD_TYPES.get(stage.consumes)
     out_type = RECORD_TYPES[stage.produces]
+    schema = out_type.FEATURES.arrow_schema
+    if stage.columnar is not None and in_type is not None:
+        out = stage.columnar(table.select(schema.names).cast(schema), ctx, cfg=cfg)
+        return out.select(schema.names).cast(schema)
     batch = [in_type.from_row(r) for r in table.to_pylist()] if in_type else []
     out = partial(stage.fn, cfg=cfg)(batch, ctx)
-    return pa.Table.from_pylist([r.to_row() for r in out], schema=out_type.FEATURES.arrow_schema)
+    return pa.Table.from_pylist([r.to_row() for r in out], schema=schema)
 
 
 class LocalExecutor:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.compute as pc
 
 GENERATION_STAGES = ("generate", "generate_adaptive")
 
@@ -76,20 +77,21 @@ def failed_reason(stage_dir: Path) -> dict[str, Any] | None:
     side = stage_dir / "set_aside"
     if not side.exists():
         return None
-    errors = datasets.load_from_disk(str(side))["error"]
+    errors = datasets.load_from_disk(str(side)).with_format("arrow")["error"].to_pylist()
     return top_reason(e for e in errors if e is not None)
 
 
 def unverifiable_reason(final: datasets.Dataset) -> dict[str, Any] | None:
     """Most common reason among the samples of ``final`` with no verdict (``passed`` None)."""
-    rows = final.select_columns(["passed", "verdicts"])
-    return top_reason(verdict_reason(row["verdicts"]) for row in rows if row["passed"] is None)
+    table = final.with_format("arrow").select_columns(["passed", "verdicts"])[:]
+    unsure = table.filter(pc.is_null(table.column("passed")))  # read only those rows' verdicts
+    return top_reason(verdict_reason(v) for v in unsure.column("verdicts").to_pylist())
 
 
 def no_verifier_counts(final: datasets.Dataset) -> dict[str, int]:
     """Samples of ``final`` that no verifier graded (no route configured), by route key."""
     counts: Counter[str] = Counter()
-    for verdicts in final["verdicts"]:
+    for verdicts in final.with_format("arrow")["verdicts"].to_pylist():  # no row loop
         for verdict in verdicts:
             if verdict.get("verifier") == UNROUTED:
                 details = verdict.get("details") or {}

@@ -27,7 +27,7 @@ import yaml
 
 from datagen.output.card import redact
 from datagen.output.difficulty import BUCKETS, difficulty, prompt_stats
-from datagen.records import Problem, Sample
+from datagen.records import Problem, Sample, column_values
 from datagen.stages import STAGES
 
 logger = logging.getLogger(__name__)
@@ -122,17 +122,19 @@ def build_funnel(run_dir: Path) -> list[dict[str, Any]]:
             add("generated", "samples generated", len(data) + n_aside)
             add("failed", "generation failed", n_aside)
             if name == "generate_adaptive":
-                for key, n in outcome_counts(data["passed"]).items():
+                for key, n in outcome_counts(column_values(data, "passed")).items():
                     add(key, f"verified {key}", n)
         elif name in VERIFY_STAGES:
-            for key, n in outcome_counts(data["passed"]).items():
+            for key, n in outcome_counts(column_values(data, "passed")).items():
                 add(key, f"verified {key}", n)
             if n_aside:
                 add(f"set_aside:{name}", f"set aside by {name}", n_aside)
         elif name == "dedup_samples":
             add("duplicate_samples", "duplicate samples", n_aside)
         elif name == "filter":
-            reasons = Counter(reason_category(r) for r in (aside["reject_reason"] if aside else []))
+            reasons = Counter(
+                reason_category(r) for r in (column_values(aside, "reject_reason") if aside else [])
+            )
             add("filtered", "filtered", n_aside)
             for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
                 add(f"filtered:{reason}", f"filtered: {reason}", n)
@@ -230,9 +232,10 @@ def cost_table(run_dir: Path, folders: Sequence[tuple[str, str]], funnel: list[d
     parts = [load_stage(run_dir, gen, p) for p in ("data", "set_aside")] if gen else []
     rows = [p for p in parts if p is not None]
     samples = sum(len(p) for p in rows)
-    tokens = sum(sum(p["prompt_tokens"]) + sum(p["completion_tokens"]) for p in rows)
-    completion = sum(sum(p["completion_tokens"]) for p in rows)
-    cost = sum(sum(p["cost"]) for p in rows)
+    prompt = sum(sum(column_values(p, "prompt_tokens")) for p in rows)
+    completion = sum(sum(column_values(p, "completion_tokens")) for p in rows)
+    tokens = prompt + completion
+    cost = sum(sum(column_values(p, "cost")) for p in rows)
     counts = {r["key"]: r["count"] for r in funnel}
     table = {
         "samples": samples,
@@ -259,7 +262,7 @@ def token_lengths(run_dir: Path, final: Iterable[Sample]) -> dict[str, list[int]
     for key, out in (("positives", "sft_positive"), ("negatives", "sft_negative")):
         path = run_dir / "outputs" / out / "arrow"
         if path.exists():
-            lengths[key] = list(datasets.load_from_disk(str(path))["response_tokens"])
+            lengths[key] = column_values(datasets.load_from_disk(str(path)), "response_tokens")
     if not lengths:
         lengths = {
             "positives": [s.completion_tokens for s in final if s.passed is True],

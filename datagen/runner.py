@@ -46,7 +46,7 @@ from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
-from datagen.shards import prompt_bounds, save_split, shard_batches
+from datagen.shards import link_passthrough, prompt_bounds, save_split, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
 from datagen.streaming import run_stream
@@ -223,14 +223,21 @@ class Runner:
         # stage whose shards hold groups in completion order, sorted) by index.
         # Arrow-format column access: no per-element Python reads of the ids.
         order_ids = data.with_format("arrow")["id"].combine_chunks() if streamed else None
-        kept, n_kept, n_aside = save_split(
-            self._output_batches(stage, data, shards),
-            out_type.FEATURES,
-            sdir / ".assemble",
-            sdir / "data",
-            sdir / stage.side_name,
-            order_ids,
-        )
+        linked = None
+        if stage.sink is not None and data is not None:  # rows pass through: link, not copy
+            side = sdir / stage.side_name
+            linked = link_passthrough(data, out_type.FEATURES, sdir / "data", side)
+        if linked is not None:
+            kept, n_kept, n_aside = linked, len(linked), 0
+        else:
+            kept, n_kept, n_aside = save_split(
+                self._output_batches(stage, data, shards),
+                out_type.FEATURES,
+                sdir / ".assemble",
+                sdir / "data",
+                sdir / stage.side_name,
+                order_ids,
+            )
         shutil.rmtree(partial_dir)
         result = StageResult(
             name=stage.name,
@@ -296,7 +303,8 @@ class Runner:
             table = self.executor.run(stage, cfg, rows)
             self._flush_rejects()
             tmp = shard.with_suffix(".tmp")
-            pq.write_table(table, tmp)
+            # Read once, then deleted: not worth compressing (it doubled the write and read).
+            pq.write_table(table, tmp, compression="none", write_statistics=False)
             os.replace(tmp, shard)
             bar.update(hi - lo)
         return shards

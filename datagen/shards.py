@@ -1,8 +1,10 @@
 """Assemble a stage's datasets from its shards without holding the rows in memory.
 
 A stage's shards (Parquet, one per batch or per group of streamed prompts)
-are copied batch by batch into one Arrow file beside them, which is then
-memory-mapped: the kept / set-aside split and, for a streamed stage, the sort
+are copied batch by batch, split by ``keep``, straight into the two
+``save_to_disk`` folders (:class:`FolderWriter`). A streamed stage, whose shards
+hold groups in completion order, is copied into one Arrow file beside them, which is then
+memory-mapped: the kept / set-aside split and the sort
 back into input order are computed over small key columns (``keep``,
 ``problem_id``, ``sample_index``) and applied as ``datasets`` index mappings,
 which ``save_to_disk`` gathers a thousand rows at a time. Peak memory is one
@@ -12,9 +14,12 @@ hold the same rows in the same order as concatenating everything in memory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import datasets
@@ -95,6 +100,18 @@ def save_split(
     Returns:
         The kept dataset (memory-mapped from ``kept_path``), rows kept, rows set aside.
     """
+    if order_ids is None:  # rows stay in shard order: written straight to both folders
+        with (
+            FolderWriter(features, kept_path) as kept_w,
+            FolderWriter(features, aside_path) as aside_w,
+        ):
+            for table in batches:
+                table = table.select(features.arrow_schema.names).cast(features.arrow_schema)
+                keep = pc.fill_null(table.column("keep"), False)
+                kept_w.write(table.filter(keep))
+                aside_w.write(table.filter(pc.invert(keep)))
+        kept = datasets.load_from_disk(str(kept_path))
+        return kept, kept_w.rows, aside_w.rows
     work.mkdir(parents=True, exist_ok=True)
     joined = work / "joined.arrow"
     schema = features.arrow_schema
@@ -112,13 +129,11 @@ def save_split(
     try:
         full = datasets.Dataset.from_file(str(joined))
         keep_mask = np.concatenate(keep_parts) if keep_parts else np.zeros(0, bool)
-        order = np.arange(len(full))
-        if order_ids is not None and len(full):
-            keys = full.with_format("arrow").select_columns(["problem_id", "sample_index"])[:]
-            positions = input_positions(keys.column("problem_id"), order_ids)
-            index = keys.column("sample_index").to_numpy(zero_copy_only=False)
-            order = np.lexsort((index, positions))  # lexsort is stable: ties keep shard order
-        kept_rows = order[keep_mask[order]]
+        keys = full.with_format("arrow").select_columns(["problem_id", "sample_index"])[:]
+        positions = input_positions(keys.column("problem_id"), order_ids) if len(full) else []
+        index = keys.column("sample_index").to_numpy(zero_copy_only=False)
+        order = np.lexsort((index, positions)) if len(full) else np.arange(0)
+        kept_rows = order[keep_mask[order]]  # lexsort is stable: ties keep shard order
         aside_rows = order[~keep_mask[order]]
         save_rows(full, kept_rows, kept_bytes, kept_path)
         save_rows(full, aside_rows, aside_bytes, aside_path)
@@ -127,6 +142,117 @@ def save_split(
         shutil.rmtree(work, ignore_errors=True)
     kept = datasets.load_from_disk(str(kept_path))
     return kept, len(kept_rows), len(aside_rows)
+
+
+class FolderWriter:
+    """Write rows as a ``save_to_disk`` folder directly (temp folder, then rename).
+
+    The Arrow files are written in the format ``save_to_disk`` writes (an Arrow
+    stream whose schema carries the features; a new file past
+    :data:`MAX_SHARD_BYTES`), then named ``data-i-of-n`` with the
+    ``state.json`` and ``dataset_info.json`` that ``load_from_disk`` reads. A
+    stage's rows are thus copied once from its shards, not into a joined file first
+    and then again by ``save_to_disk`` (issue 19).
+    """
+
+    def __init__(self, features: datasets.Features, path: Path) -> None:
+        self.features = features
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.files: list[Path] = []
+        self.rows = 0
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._bytes = 0
+
+    def __enter__(self) -> FolderWriter:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows and self.files:
+            return
+        if self._writer is None or self._bytes + table.nbytes > MAX_SHARD_BYTES:
+            self._close_file()
+            self.files.append(self.tmp / f"part-{len(self.files):05d}.arrow")
+            # The stream format and schema (features in its metadata) of datasets' files.
+            self._writer = pa.ipc.new_stream(str(self.files[-1]), self.features.arrow_schema)
+            self._bytes = 0
+        self._writer.write_table(table)
+        self._bytes += table.nbytes
+        self.rows += table.num_rows
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            self._close_file()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if not self.files:  # zero rows are still one file, or datasets cannot load it
+            self.write(self.features.arrow_schema.empty_table())
+        self._close_file()
+        n = len(self.files)
+        names = [f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+        digest = hashlib.sha256()
+        for part, name in zip(self.files, names, strict=True):
+            os.replace(part, self.tmp / name)
+            digest.update(f"{name}:{(self.tmp / name).stat().st_size};".encode())
+        state = {
+            "_data_files": [{"filename": name} for name in names],
+            "_fingerprint": digest.hexdigest()[:16],
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": None,
+        }
+        info = asdict(datasets.DatasetInfo(features=self.features))
+        (self.tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        (self.tmp / "dataset_info.json").write_text(
+            json.dumps({k: info[k] for k in sorted(info)}, indent=2)
+        )
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+
+
+def link_passthrough(
+    data: datasets.Dataset, features: datasets.Features, kept_path: Path, aside_path: Path
+) -> datasets.Dataset | None:
+    """Save ``data`` unchanged as a stage's kept rows by hard-linking its files, or None.
+
+    For a stage whose rows pass through (``emit``): the previous stage's folder is
+    linked, not copied, so the run directory holds those bytes once. None when
+    ``data`` is not one saved folder read whole (a selection, in memory, another
+    schema) or the file system cannot link; the caller then copies.
+    """
+    files = [Path(f["filename"]) for f in data.cache_files]
+    if data._indices is not None or not files or data.features != features:
+        return None
+    folder = files[0].parent
+    if any(f.parent != folder for f in files) or not (folder / "state.json").exists():
+        return None
+    tmp = kept_path.with_name(kept_path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name in sorted(os.listdir(folder)):
+            if (folder / name).is_file():
+                os.link(folder / name, tmp / name)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    empty = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    save_rows(empty, np.zeros(0, np.int64), 0, aside_path)
+    if kept_path.exists():
+        shutil.rmtree(kept_path)
+    os.replace(tmp, kept_path)
+    return datasets.load_from_disk(str(kept_path))
 
 
 def save_rows(full: datasets.Dataset, rows: np.ndarray, nbytes: int, path: Path) -> None:

@@ -16,7 +16,7 @@ from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.output.funnel import source_funnel
-from datagen.records import ROLE_STUDENT
+from datagen.records import ROLE_STUDENT, column_values
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
 
@@ -56,7 +56,7 @@ def build_summary(
         if "role" in final.column_names:  # the student's samples are reported on their own
             # In memory: a cache file in the stage folder would change its fingerprint.
             final = final.filter(lambda r: r["role"] != ROLE_STUDENT, keep_in_memory=True)
-        passed = final["passed"]
+        passed = column_values(final, "passed")
         summary["samples_kept"] = len(final)
         summary["positives"] = sum(p is True for p in passed)
         summary["negatives"] = sum(p is False for p in passed)
@@ -115,7 +115,7 @@ def _stage_cost(stage_dir: Path) -> float:
     total = 0.0
     for part in ("data", "set_aside"):
         if (stage_dir / part).exists():
-            total += sum(datasets.load_from_disk(str(stage_dir / part))["cost"])
+            total += sum(column_values(datasets.load_from_disk(str(stage_dir / part)), "cost"))
     return total
 
 

@@ -46,6 +46,7 @@ from verifiers.math_compare import (
     asked_decimals,
     compare_times,
     expand_repeating,
+    fractions_verdict,
     interval_vs_set,
     numbers_equal,
     plain_number,
@@ -274,6 +275,9 @@ def _precheck(
     if same_time is not None:
         reason = "same clock time" if same_time else "the reference is a clock time; not this one"
         return _verdict(same_time, answer, reference, None, how, reason)
+    settled = fractions_verdict(answer, reference)
+    if settled is not None and (settled[0] or asked_decimals(prompt) is None):
+        return _verdict(settled[0], answer, reference, None, how, settled[1])
     return found, parsed
 
 
@@ -439,9 +443,11 @@ def verify_batch(
 ) -> list[Verdict]:
     r"""Grade many traces, the hard ones in worker processes under a hard wall-clock timeout.
 
-    Verdicts come back in input order, each as :func:`verify` would give it. What
-    needs no SymPy (no answer, a restated prompt, plain numbers on both sides, clock
-    times) is decided here at once; the rest goes to the worker pool. A trace that
+    Verdicts come back in input order, each as :func:`verify` would give it. A large
+    batch is graded in the workers, :data:`CHUNK_ROWS` traces per task; in a small
+    one, what needs no SymPy (no answer, a restated prompt, plain numbers on both
+    sides, clock times) is decided here at once and the rest goes to the worker pool,
+    one task per trace. A trace that
     takes longer than ``config.timeout_s`` there gets ``passed=None`` with error
     ``"timeout"``; its worker is killed and replaced, so one pathological answer never
     stalls the batch. The pool is started on first use, reused by later calls and
@@ -477,11 +483,64 @@ def verify_batch(
             f"got {len(prompts)} prompts for {len(predictions)} predictions; "
             "pass one prompt (or None) per prediction, or prompts=None"
         )
+    rows: dict[tuple[str, str | None, str | None], list[int]] = {}
+    for i, key in enumerate(zip(predictions, references, prompts, strict=True)):
+        rows.setdefault(key, []).append(i)  # the same trace to the same problem: graded once
+    keys = list(rows)
+    if len(keys) < 2 * CHUNK_ROWS:
+        graded = _verify_each(keys, config)
+    else:
+        graded = _verify_chunks(keys, config)
+    verdicts: list[Verdict | None] = [None] * len(predictions)
+    for key, verdict in zip(keys, graded, strict=True):
+        for i in rows[key]:
+            verdicts[i] = verdict
+    return [v for v in verdicts if v is not None]
+
+
+CHUNK_ROWS = 32
+"""Traces per worker task when a batch has many: one task per trace cost more in
+inter-process traffic than grading most of them (issue 19)."""
+
+
+def _verify_chunks(
+    keys: list[tuple[str, str | None, str | None]], config: MathVerifyConfig
+) -> list[Verdict]:
+    """Grade chunks of traces in the workers, each chunk as one task.
+
+    A chunk that runs past its limit (``timeout_s`` per trace, at least twice it), or
+    whose worker dies or fails, is graded again trace by trace under ``timeout_s``
+    each (:func:`_verify_each`), so a verdict never depends on its neighbours.
+    Consecutive traces share a chunk: a prompt's samples land in one worker, whose
+    parse cache then reads the reference once.
+    """
+    pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
+    chunks = [keys[lo : lo + CHUNK_ROWS] for lo in range(0, len(keys), CHUNK_ROWS)]
+    limit = config.timeout_s * max(2.0, CHUNK_ROWS / 8)
+    futures = [pool.submit(_grade_chunk, limit, chunk, config) for chunk in chunks]
+    out: list[Verdict] = []
+    for chunk, future in zip(chunks, futures, strict=True):
+        try:
+            out += future.result()
+        except Exception:  # timeout, dead worker, an error in one trace: one at a time
+            out += _verify_each(chunk, config)
+    return out
+
+
+def _grade_chunk(
+    chunk: list[tuple[str, str | None, str | None]], config: MathVerifyConfig
+) -> list[Verdict]:
+    return [verify(answer, reference, config, prompt) for answer, reference, prompt in chunk]
+
+
+def _verify_each(
+    keys: list[tuple[str, str | None, str | None]], config: MathVerifyConfig
+) -> list[Verdict]:
+    """Decide here what needs no SymPy; grade the rest one task per trace, each under
+    ``timeout_s``."""
     verdicts: list[Verdict | None] = []
     jobs: dict[tuple[str | None, str, str | None, str | None], list[int]] = {}
-    for i, (prediction, reference, prompt) in enumerate(
-        zip(predictions, references, prompts, strict=True)
-    ):
+    for i, (prediction, reference, prompt) in enumerate(keys):
         checked = _precheck(prediction, reference, config, prompt, parse=False)
         verdicts.append(checked if isinstance(checked, Verdict) else None)
         if not isinstance(checked, Verdict):
@@ -490,10 +549,7 @@ def verify_batch(
             jobs.setdefault((answer, checked[0].how, reference, prompt), []).append(i)
     if jobs:
         pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
-        args = [
-            (predictions[idx[0]], references[idx[0]], config, prompts[idx[0]])
-            for idx in jobs.values()
-        ]
+        args = [(*keys[idx[0]][:2], config, keys[idx[0]][2]) for idx in jobs.values()]
         futures = [pool.submit(verify, config.timeout_s, *a) for a in args]
         for idx, future, a in zip(jobs.values(), futures, args, strict=True):
             verdict = _collect(future, *a)

@@ -5,6 +5,11 @@ Math-Verify grades the answer; these rules only add what it gets wrong or slow:
 - **Plain numbers** (``42``, ``-3.5``, ``7,425,000``) are compared exactly with
   :class:`~decimal.Decimal`, with no SymPy parse (most GSM8K answers; see
   ``benchmarks/bench_math_verifier.py``).
+- **Simple fractions** (``\frac{3}{8}``, ``\dfrac{-1}{2}``, ``\frac12``, ``3/8``) are
+  compared exactly with :class:`~fractions.Fraction` against each other and
+  against plain numbers: equal values pass; two unequal fractions (or integers)
+  fail, as Math-Verify fails them; anything else (a decimal not equal to the
+  fraction, values within rounding of each other) goes to Math-Verify.
 - **Repeating decimals** (``0.\overline{3}``, ``0.1\dot{6}``) become fractions
   before parsing; Math-Verify reads ``\overline`` as nothing.
 - **Variables are not units**: Math-Verify drops a letter after a number
@@ -60,6 +65,68 @@ def plain_number(text: str | None) -> Decimal | None:
         return Decimal(sign + digits.replace(",", "").replace(" ", ""))
     except InvalidOperation:
         return None
+
+
+_FRACTION = re.compile(
+    r"^\s*(?:\$\s*)?([-+−]?)\s*(?:"
+    r"\\[dt]?frac\s*\{\s*([-−]?)\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}"  # \frac{3}{8}
+    r"|\\[dt]?frac\s*(\d)(\d)"  # \frac12
+    r"|(\d+)\s*/\s*(\d+)"  # 3/8
+    r")\s*(?:\$\s*)?$"
+)
+
+
+def simple_fraction(text: str | None) -> Fraction | None:
+    r"""The value of an answer that is only a fraction of two integers, else None.
+
+    Example:
+        >>> simple_fraction(r"-\frac{3}{8}")
+        Fraction(-3, 8)
+        >>> simple_fraction(r"\frac12"), simple_fraction("6/4")
+        (Fraction(1, 2), Fraction(3, 2))
+        >>> simple_fraction(r"1\frac{1}{2}") is None  # a mixed number: Math-Verify decides
+        True
+    """
+    if text is None:
+        return None
+    match = _FRACTION.match(text.strip().rstrip("."))
+    if not match:
+        return None
+    sign, inner, a, b, c, d, e, f = match.groups()
+    num, den = (a, b) if a is not None else (c, d) if c is not None else (e, f)
+    if int(den) == 0:
+        return None
+    negative = (sign in ("-", "−")) != (inner in ("-", "−"))
+    value = Fraction(int(num), int(den))
+    return -value if negative else value
+
+
+def fractions_verdict(answer: str, reference: str) -> tuple[bool, str] | None:
+    """``(passed, reason)`` when a fraction and a fraction or plain number settle it, else None.
+
+    Unequal values are failed only when neither is a decimal and they are far apart
+    (Math-Verify's rounding is not re-done here); otherwise None defers to it.
+    """
+    got, want = simple_fraction(answer), simple_fraction(reference)
+    if got is None and want is None:
+        return None
+    if got is None:
+        number = plain_number(answer)
+        got = None if number is None else Fraction(number)
+        decimal = "." in answer
+    elif want is None:
+        number = plain_number(reference)
+        want = None if number is None else Fraction(number)
+        decimal = "." in reference
+    else:
+        decimal = False
+    if got is None or want is None:
+        return None
+    if got == want:
+        return True, "same fraction"
+    if decimal or abs(got - want) <= Fraction(1, 10**9) * max(abs(got), abs(want), 1):
+        return None
+    return False, "different fraction"
 
 
 def numbers_equal(a: Decimal, b: Decimal, float_rounding: int) -> bool:

@@ -25,6 +25,7 @@ from datagen.output.builders import BuiltOutput
 from datagen.output.difficulty import BUCKETS
 from datagen.output.formats import FORMATS
 from datagen.output.funnel import FUNNEL_KEYS
+from datagen.records import column_values
 
 SIZE_CATEGORIES: tuple[tuple[int, str], ...] = (
     (1_000, "n<1K"),
@@ -110,17 +111,20 @@ def length_stats(values: Sequence[int]) -> dict[str, float | int | None]:
 def output_stats(out: BuiltOutput) -> dict[str, Any]:
     """Counts, pass rate, difficulty and length statistics of one output dataset."""
     ds = out.dataset
-    rate_by_prompt = dict(zip(ds["problem_id"], ds["pass_rate"], strict=True)) if len(ds) else {}
-    bucket_by_prompt = dict(zip(ds["problem_id"], ds["difficulty"], strict=True)) if len(ds) else {}
+    pids = column_values(ds, "problem_id") if len(ds) else []
+    rate_by_prompt = dict(zip(pids, column_values(ds, "pass_rate"), strict=True)) if pids else {}
+    bucket_by_prompt = dict(zip(pids, column_values(ds, "difficulty"), strict=True)) if pids else {}
     rates = [r for r in rate_by_prompt.values() if r is not None]
     buckets = Counter(bucket_by_prompt.values())
     return {
         "rows": len(ds),
         "prompts": len(rate_by_prompt),
-        "by_domain": dict(sorted(Counter(ds["domain"]).items())) if len(ds) else {},
+        "by_domain": dict(sorted(Counter(column_values(ds, "domain")).items())) if len(ds) else {},
         "mean_pass_rate": round(statistics.fmean(rates), 4) if rates else None,
         "prompts_by_difficulty": {b: buckets[b] for b in BUCKETS if buckets[b]},
-        "tokens": {col: length_stats(ds[col]) for col in FORMATS[out.kind].length_columns}
+        "tokens": {
+            col: length_stats(column_values(ds, col)) for col in FORMATS[out.kind].length_columns
+        }
         if len(ds)
         else {},
         "left_out": out.stats.get("left_out", {}),

@@ -29,6 +29,8 @@ from typing import Any
 
 import datasets
 
+from datagen.records import column_values
+
 FUNNEL_KEYS = (
     "loaded",
     "malformed",
@@ -100,13 +102,15 @@ def count_stage_dirs(funnel: Funnel, stage_dirs: Sequence[Path]) -> None:
             continue
         is_samples = "problem_id" in data.column_names
         if position == 0 and not is_samples:
-            for src, dom in zip(data["source"], data["domain"], strict=True):
+            for src, dom in zip(
+                column_values(data, "source"), column_values(data, "domain"), strict=True
+            ):
                 funnel.add(src, dom, "loaded")
         sides = [p for p in parts if p.name != "data"]
         if not is_samples:
             for side in sides:
                 ds = _load(side, ("source", "domain", "reject_reason"))
-                cols = (ds["source"], ds["domain"], ds["reject_reason"])
+                cols = [column_values(ds, c) for c in ("source", "domain", "reject_reason")]
                 for src, dom, why in zip(*cols, strict=True):
                     funnel.add(src, dom, _kind(why))
             continue
@@ -117,7 +121,10 @@ def count_stage_dirs(funnel: Funnel, stage_dirs: Sequence[Path]) -> None:
             ds = _load(part, ("source", "domain", "problem_id", "completion_tokens"))
             if ds is None:
                 continue
-            cols = (ds["source"], ds["domain"], ds["problem_id"], ds["completion_tokens"])
+            cols = [
+                column_values(ds, c)
+                for c in ("source", "domain", "problem_id", "completion_tokens")
+            ]
             for src, dom, pid, tokens in zip(*cols, strict=True):
                 funnel.add(src, dom, "samples")
                 funnel.add(src, dom, "tokens", int(tokens or 0))
@@ -176,13 +183,13 @@ def source_funnel(
     for name, ds in outputs.items():
         if ds is None or not len(ds):
             continue
-        for src, dom in zip(ds["source"], ds["domain"], strict=True):
+        for src, dom in zip(column_values(ds, "source"), column_values(ds, "domain"), strict=True):
             funnel.add_emitted(name, src, dom)
     return funnel.as_dict()
 
 
 def _rows(final: Any, columns: tuple[str, ...]) -> Iterable[dict[str, Any]]:
     if isinstance(final, datasets.Dataset):
-        cols = [final[c] for c in columns]
+        cols = [column_values(final, c) for c in columns]
         return (dict(zip(columns, values, strict=True)) for values in zip(*cols, strict=True))
     return ({c: getattr(r, c) for c in columns} for r in final)

@@ -17,7 +17,7 @@ from typing import Any
 import datasets
 
 from datagen.config import ConfigError
-from datagen.records import content_hash
+from datagen.records import column_values, content_hash
 
 
 def allocate(total: int, mix: Mapping[str, float]) -> dict[str, int]:
@@ -70,9 +70,9 @@ def take_subset(
     """
     if size is None and not mix:
         return ds, {}
-    ids = ds["id"]
+    ids = column_values(ds, "id")
     order = sorted(range(len(ds)), key=lambda i: content_hash(seed, ids[i]))
-    domains = ds["domain"]
+    domains = column_values(ds, "domain")
     if mix:
         available = Counter(domains)
         total = size if size is not None else largest_total(available, mix)
@@ -103,7 +103,7 @@ def take_subset(
     return subset, {
         "subset_of": len(ds),
         "rows": len(subset),
-        "by_domain": dict(sorted(Counter(subset["domain"]).items())),
+        "by_domain": dict(sorted(Counter(column_values(subset, "domain")).items())),
         "seed": seed,
     }
 
@@ -118,7 +118,7 @@ def domain_data_files(ds: datasets.Dataset) -> dict[str, str]:
     A card config can only point at files, so each domain gets its own file and
     ``load_dataset(folder, "math")`` reads that domain's rows alone.
     """
-    found = sorted(set(ds["domain"])) if len(ds) else []
+    found = sorted(set(column_values(ds, "domain"))) if len(ds) else []
     if len(found) < 2:
         return {}
     return {d: f"{DOMAINS_FOLDER}/{d}.parquet" for d in found}
@@ -130,7 +130,7 @@ def write_domain_files(ds: datasets.Dataset, folder: Path) -> None:
     if not files:
         return
     (folder / DOMAINS_FOLDER).mkdir(parents=True, exist_ok=True)
-    domains = ds["domain"]
+    domains = column_values(ds, "domain")
     for domain, path in files.items():
         rows = [i for i, d in enumerate(domains) if d == domain]
         ds.select(rows).to_parquet(str(folder / path))

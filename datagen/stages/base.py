@@ -41,6 +41,11 @@ class Stage:
     config_keys: tuple[str, ...]
     """Config sections (``dedup``) or keys (``run.seed``) that shape the output; they key
     the manifest hash and are what ``fn`` gets as ``cfg``."""
+    columnar: Callable[..., Any] | None = None
+    """``columnar(table, ctx, *, cfg) -> table``: the same stage over an Arrow batch (the
+    input rows with the record type's schema in, the output rows out, same order), so a
+    row-wise stage pays no record conversion per row. The runner and executors use it
+    when set; ``fn`` stays the reference (and what in-process callers use)."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
     per_prompt: bool = False
@@ -86,6 +91,46 @@ class Stage:
     def gpu(self, config: DatagenConfig) -> bool:
         """True when this stage asks for a GPU under ``config``."""
         return bool(self.wants_gpu and self.wants_gpu(config))
+
+
+def columns_through(
+    fn: Callable[..., list[Any]], record: type, reads: tuple[str, ...], writes: tuple[str, ...]
+) -> Callable[..., Any]:
+    """A ``columnar`` function from a record function that reads and sets a few fields.
+
+    Records are built from the ``reads`` columns only (the others keep their
+    defaults, so ``fn`` must read nothing else), and only the ``writes`` columns of
+    the batch are replaced: the text the stage does not touch is never turned into
+    Python objects and back (issue 19: that was most of a row-wise stage's cost).
+    """
+
+    def columnar(table: Any, ctx: StageContext, *, cfg: dict[str, Any]) -> Any:
+        import pyarrow as pa
+
+        if table.num_rows == 0:
+            return table
+        names = [c for c in record.FEATURES if c in reads]  # type: ignore[attr-defined]
+        records = [record.from_row(r) for r in table.select(names).to_pylist()]
+        out = fn(records, ctx, cfg=cfg)
+        if len(out) != len(records):
+            raise ValueError(f"{fn.__name__} returned {len(out)} rows for {len(records)}")
+        schema = table.schema
+        for name in writes:
+            rows = [r.to_row()[name] for r in out] if name in record.JSON_FIELDS else None
+            if rows is None:
+                rows = [_field_row(r, name) for r in out]
+            i = schema.get_field_index(name)
+            table = table.set_column(i, name, pa.array(rows, schema.field(name).type))
+        return table
+
+    return columnar
+
+
+def _field_row(record: Any, name: str) -> Any:
+    value = getattr(record, name)
+    if isinstance(value, list):
+        return [v.to_row() if hasattr(v, "to_row") else v for v in value]
+    return value
 
 
 STAGES: dict[str, Stage] = {}

@@ -24,13 +24,16 @@ from datagen import progress
 from datagen.config import ANY_ROUTE, ConfigError, DatagenConfig, VerifierChoice, VerifyConfig
 from datagen.outcomes import UNROUTED
 from datagen.records import Sample, Verdict
-from datagen.stages.base import Stage, StageContext, register_stage
+from datagen.stages.base import Stage, StageContext, columns_through, register_stage
 from datagen.verify_registry import ENSEMBLE, VERIFIERS, VerifyInputs, choice_wants_gpu
 from verifiers.precomputed import RANK_RULES
 from verifiers.types import Verdict as Result
 
 CONSUMES = ("messages", "reasoning", "content", "reference", "problem_id", "verdicts")
 PRODUCES = ("verdicts", "passed")
+READS = (*CONSUMES, "id", "domain", "verifier", "options", "teacher", "model", "sample_index")
+"""Every field the verifiers and routes read (:class:`~datagen.verify_registry.VerifyInputs`,
+:func:`route_of`): the columnar path builds records from these alone."""
 
 OUTCOMES = {True: "passed", False: "failed", None: "unverifiable"}
 
@@ -255,7 +258,13 @@ def verifier_wants_gpu(config: DatagenConfig) -> bool:
 
 register_stage(
     Stage(
-        "verify", verify, "sample", "sample", ("verifier", "verify"), wants_gpu=verifier_wants_gpu
+        "verify",
+        verify,
+        "sample",
+        "sample",
+        ("verifier", "verify"),
+        wants_gpu=verifier_wants_gpu,
+        columnar=columns_through(verify, Sample, READS, PRODUCES),
     )
 )
 # Rank rules (best k per prompt) need every sample of a prompt in one batch.
@@ -269,5 +278,6 @@ register_stage(
         needs_all_rows=True,
         per_prompt=True,
         wants_gpu=verifier_wants_gpu,
+        columnar=columns_through(verify_groups, Sample, READS, PRODUCES),
     )
 )

@@ -50,8 +50,21 @@ logger = logging.getLogger(__name__)
 Apply = Callable[[Stage, dict[str, Any], StageContext, pa.Table], pa.Table]
 IN_FLIGHT_PER_ACTOR = 2
 """Pieces queued per actor: one running, one waiting, so no actor idles between calls."""
+WAIT_S = 1.0
+"""Longest blocking wait in the driver (Ctrl-C is handled between waits)."""
 TAKE_WAIT_S = 0.5
 """How long one ``take`` waits for a finished group before answering empty."""
+
+
+def _wait_all(refs: list[Any]) -> list[Any]:
+    """``refs`` once all are done, waiting in short steps: a wait without a timeout
+    blocks in Ray's C++ core, where Ctrl-C is not seen until it returns."""
+    import ray
+
+    while True:
+        _, waiting = ray.wait(refs, num_returns=len(refs), timeout=WAIT_S)
+        if not waiting:
+            return refs
 
 
 def share_budgets(cfg: dict[str, Any], actors: int) -> list[dict[str, Any]]:
@@ -269,7 +282,7 @@ class RayExecutor:
             if not window:
                 return
             pieces = window.popleft()
-            outs = self._collect(ray.get([ref for ref, _ in pieces]))
+            outs = self._collect(ray.get(_wait_all([ref for ref, _ in pieces])))
             for _, i in pieces:
                 load[i] -= 1
             yield pa.concat_tables([t.cast(schema) for t in outs])
@@ -296,7 +309,9 @@ class RayExecutor:
         pending = {a.take.remote(): a for a in actors}
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                if not ready:
+                    continue
                 actor = pending.pop(ready[0])
                 groups, stats = ray.get(ready[0])
                 if stats is None:

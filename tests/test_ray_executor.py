@@ -204,3 +204,20 @@ def _cache_keys(db) -> set[str]:
         return {k for (k,) in con.execute("SELECT key FROM responses")}
     finally:
         con.close()
+
+
+def test_a_concurrency_budget_is_split_across_actors_not_multiplied(make_config):
+    from datagen.ray_executor import share_budgets
+
+    cfg = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=5"
+    )
+    sections = {"teacher": cfg.teacher, "generation": cfg.generation, "run.seed": 0}
+    shares = share_budgets(sections, 2)
+    assert [s["teacher"].concurrency for s in shares] == [3, 2]
+    assert all(s["generation"] is cfg.generation for s in shares)
+    one = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=1"
+    )
+    assert len(share_budgets({"teacher": one.teacher}, 4)) == 1  # never an actor with no slot
+    assert share_budgets({"generation": cfg.generation}, 3) == [{"generation": cfg.generation}] * 3

@@ -55,7 +55,9 @@ def write_problems(path: Path, count: int) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def run_once(source: Path, base_url: str, tmp: Path, executor: str, actors: int, cpus: int) -> dict:
+def run_once(
+    source: Path, base_url: str, tmp: Path, executor: str, actors: int, cpus: int, batch: int
+) -> dict:
     from datagen.compose import compose, resolve_config
     from datagen.runner import Runner
     from datagen.stages import build_pipeline
@@ -72,6 +74,8 @@ def run_once(source: Path, base_url: str, tmp: Path, executor: str, actors: int,
             f"run.executor={executor}",
             f"run.ray_concurrency={actors}",
             f"run.ray_cpus_per_actor={cpus}",
+            f"run.batch_size={batch}",
+            f"run.ray_batch_size={batch}",
         )
     )
     run_dir = Path(tempfile.mkdtemp(prefix=f"{executor}-", dir=tmp))
@@ -101,7 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs given to the Ray instance")
+    parser.add_argument("--batch-size", type=int, default=64, help="run.batch_size (rows per call)")
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULT, help="where --save writes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sys.path.insert(0, str(ROOT))
@@ -121,7 +127,7 @@ def main() -> None:
         runs = {}
         for executor, actors, cpus in plan:
             name = "local" if executor == "local" else f"ray_{actors}x{cpus}"
-            runs[name] = run_once(source, url, tmp, executor, actors, cpus)
+            runs[name] = run_once(source, url, tmp, executor, actors, cpus, args.batch_size)
             print(name, json.dumps(runs[name]), file=sys.stderr, flush=True)
     finally:
         proc.kill()
@@ -134,6 +140,7 @@ def main() -> None:
         "problems": args.problems,
         "samples_per_problem": runs["local"]["samples"] // args.problems,
         "ray_cpus": args.cpus,
+        "batch_size": args.batch_size,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -150,8 +157,8 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(text + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class RunConfig:
     ray_concurrency: int = 2
     """Ray actors per stage; each builds its models and clients once for the stage.
     A ``concurrency`` budget (``teacher.concurrency``) is split across them."""
-    ray_batch_size: int = 64
+    ray_batch_size: int = 512
     """Rows per actor call: each runner batch is cut into pieces of at most this size
     (a call costs some milliseconds, so pieces much smaller than a batch cost time)."""
     ray_cpus_per_actor: float = 1.0

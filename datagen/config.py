@@ -65,14 +65,18 @@ class RunConfig:
     progress: bool = True
     """Show progress bars on long stages."""
     executor: str = "local"
-    """``local`` (this process plus worker pools) or ``ray`` (each batch of a row-wise
-    stage is spread over a Ray cluster with Ray Data ``map_batches``)."""
+    """``local`` (this process plus worker pools) or ``ray`` (every row-wise stage runs
+    on a stage-long pool of Ray actors; see docs/ray.md)."""
     ray_address: str | None = None
     """Ray cluster to join (None: start or reuse a local one; ``auto``: the running one)."""
     ray_concurrency: int = 2
-    """Ray actors per stage; each builds its models and clients once."""
-    ray_batch_size: int = 16
-    """Rows per Ray ``map_batches`` call inside one runner batch."""
+    """Ray actors per stage; each builds its models and clients once for the stage.
+    A ``concurrency`` budget (``teacher.concurrency``) is split across them."""
+    ray_batch_size: int = 512
+    """Rows per actor call: each runner batch is cut into pieces of at most this size
+    (a call costs some milliseconds, so pieces much smaller than a batch cost time)."""
+    ray_cpus_per_actor: float = 1.0
+    """CPUs each Ray actor asks for; its worker pools (math-verify) use that many."""
     ray_gpus_per_actor: float = 0.0
     """GPUs each Ray actor of a stage that declares a GPU need asks for (e.g. 1 for
     ``generate`` with a vLLM teacher, or ``verify`` with a reward model on CUDA)."""
@@ -94,6 +98,8 @@ class RunConfig:
             raise ConfigError(f"run.executor must be 'local' or 'ray', got {self.executor!r}")
         if self.ray_concurrency < 1 or self.ray_batch_size < 1:
             raise ConfigError("run.ray_concurrency and run.ray_batch_size must be >= 1")
+        if self.ray_cpus_per_actor <= 0:
+            raise ConfigError(f"run.ray_cpus_per_actor must be > 0, got {self.ray_cpus_per_actor}")
         if self.ray_gpus_per_actor < 0:
             raise ConfigError(f"run.ray_gpus_per_actor must be >= 0, got {self.ray_gpus_per_actor}")
 

@@ -32,6 +32,9 @@ class StageContext:
     counters with :func:`merge_stats`; ratios are computed from them afterwards."""
     rejects: list[dict[str, Any]] = field(default_factory=list)
     """Malformed input rows (file, line, reason, raw); the runner writes them out."""
+    cpus: int | None = None
+    """CPUs this process may keep busy (a Ray actor's ``run.ray_cpus_per_actor``), for
+    worker pools sized "one per CPU"; None: every CPU it can use."""
 
     def resource(self, name: str, factory: Callable[[], Any]) -> Any:
         """Return the named resource, building it once on first use."""

@@ -1,27 +1,28 @@
-"""How a row-wise stage function is applied to one runner batch.
+"""How a row-wise stage function is applied to the runner's batches.
 
-``LocalExecutor`` calls the stage in this process. ``RayExecutor`` hands the
-batch to Ray Data's ``map_batches`` over a pool of actors, each of which builds
-its own :class:`StageContext` (models, clients, caches) once, so the same stage
-functions run across a cluster without change. The runner keeps ownership of
-I/O either way: shards, the manifest and resume work the same.
+``LocalExecutor`` calls the stage in this process. ``RayExecutor``
+(:mod:`datagen.ray_executor`) streams the batches through a stage-long pool of
+Ray actors, each of which builds its own :class:`StageContext` (models,
+clients, caches) once, so the same stage functions run across a cluster
+without change. The runner keeps ownership of I/O either way: shards, the
+manifest and resume work the same.
 
-Counters that stages add to ``ctx.stats`` inside Ray actors are sent, batch
-by batch, to one small sink actor and added into the runner's context when the
-stage's batch is done, so the summary reads the same totals either way.
+Both have the same shape: ``stage_begin(stage, cfg)``, then ``map(stage, cfg,
+tables)`` (outputs in input order, computed as the caller asks) or the stage's
+stream from ``streamer(stage)``, then ``stage_end()``; ``close()`` at the end.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from datagen.config import DatagenConfig
-from datagen.context import StageContext, merge_stats
+from datagen.context import StageContext
+from datagen.ray_executor import RayExecutor
 from datagen.records import RECORD_TYPES
 from datagen.stages.base import Stage
 
@@ -50,95 +51,25 @@ class LocalExecutor:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
 
+    def stage_begin(self, stage: Stage, cfg: dict[str, Any]) -> None:
+        """Nothing to set up: resources are built on first use in the runner's context."""
+
+    def stage_end(self) -> None:
+        """Resources stay for later stages (a teacher is built once per run)."""
+
     def run(self, stage: Stage, cfg: dict[str, Any], table: pa.Table) -> pa.Table:
         return apply_stage(stage, cfg, self.ctx, table)
 
-    def close(self) -> None:
-        self.ctx.close()
+    def map(
+        self, stage: Stage, cfg: dict[str, Any], tables: Iterable[pa.Table]
+    ) -> Iterator[pa.Table]:
+        """Each table through the stage, one at a time, when the caller asks for it."""
+        for table in tables:
+            yield apply_stage(stage, cfg, self.ctx, table)
 
-
-class _StatsSink:
-    """Collects the counters stage actors report (a Ray actor, one per executor)."""
-
-    def __init__(self) -> None:
-        self.stats: dict[str, dict[str, Any]] = {}
-
-    def add(self, stats: dict[str, dict[str, Any]]) -> None:
-        merge_stats(self.stats, stats)
-
-    def take(self) -> dict[str, dict[str, Any]]:
-        stats, self.stats = self.stats, {}
-        return stats
-
-
-class _StageActor:
-    """A Ray actor holding one StageContext for the lifetime of a stage."""
-
-    def __init__(
-        self, stage: Stage, cfg: dict[str, Any], config: DatagenConfig, run_dir: str, sink: Any
-    ) -> None:
-        self.stage = stage
-        self.cfg = cfg
-        self.ctx = StageContext(config=config, run_dir=Path(run_dir))
-        self.sink = sink
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        import ray
-
-        self.ctx.stats.clear()  # report this batch's counters only
-        out = apply_stage(self.stage, self.cfg, self.ctx, table)
-        if self.ctx.stats:  # waited on, so the sink has them before the batch counts as done
-            ray.get(self.sink.add.remote(self.ctx.stats))
-        return out
-
-
-class RayExecutor:
-    """Spread each runner batch over Ray actors with ``map_batches`` (order preserved)."""
-
-    def __init__(self, ctx: StageContext) -> None:
-        import ray
-
-        self.ctx = ctx
-        self.run_cfg = ctx.config.run
-        if not ray.is_initialized():
-            ray.init(
-                address=self.run_cfg.ray_address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        self.sink = ray.remote(num_cpus=0)(_StatsSink).remote()
-
-    def run(self, stage: Stage, cfg: dict[str, Any], table: pa.Table) -> pa.Table:
-        import ray
-
-        if table.num_rows == 0 or stage.needs_all_rows:
-            return apply_stage(stage, cfg, self.ctx, table)  # nothing to spread
-        gpus = self.run_cfg.ray_gpus_per_actor if stage.gpu(self.ctx.config) else 0
-        size = self.run_cfg.ray_batch_size
-        blocks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
-        out = ray.data.from_arrow(blocks).map_batches(
-            _StageActor,
-            fn_constructor_kwargs={
-                "stage": stage,
-                "cfg": cfg,
-                "config": self.ctx.config,
-                "run_dir": str(self.ctx.run_dir),
-                "sink": self.sink,
-            },
-            batch_format="pyarrow",
-            batch_size=self.run_cfg.ray_batch_size,
-            concurrency=self.run_cfg.ray_concurrency,
-            num_gpus=gpus or None,
-        )
-        schema = RECORD_TYPES[stage.produces].FEATURES.arrow_schema
-        tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
-        merge_stats(self.ctx.stats, ray.get(self.sink.take.remote()))
-        return (
-            pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
-        )
+    def streamer(self, stage: Stage) -> Callable[..., Iterator[list[Any]]] | None:
+        """The stage's own ``stream``, run in this process."""
+        return stage.stream
 
     def close(self) -> None:
         self.ctx.close()
@@ -146,5 +77,5 @@ class RayExecutor:
 
 def build_executor(ctx: StageContext) -> LocalExecutor | RayExecutor:
     if ctx.config.run.executor == "ray":
-        return RayExecutor(ctx)
+        return RayExecutor(ctx, apply_stage)
     return LocalExecutor(ctx)

@@ -194,8 +194,6 @@ class Runner:
             bounds = prompt_bounds(data, batch_size)  # None: prompts interleave
         if bounds is None and (data is None or stage.needs_all_rows):
             batch_size = max(rows_in, 1)
-        elif run.executor == "ray":  # enough rows per batch to keep every actor busy
-            batch_size = max(batch_size, run.ray_batch_size * run.ray_concurrency)
 
         enabled = progress_enabled(self.config.run.progress)
         bar = self.ctx.resources[PROGRESS] = StageProgress(
@@ -203,19 +201,29 @@ class Runner:
         )
         streamed = self._streams(stage, data)
         shards: list[Path] = []
+        self.executor.stage_begin(stage, cfg)
         if stage.sink is not None and data is not None:
             # Reads its input from disk itself (group by group); its rows pass through.
             stage.sink(data, self.ctx, cfg=cfg)
             bar.update(rows_in)
         elif streamed:
             shards = run_stream(
-                stage, cfg, self.ctx, data, partial_dir, batch_size, bar.update, self._flush_rejects
+                stage,
+                cfg,
+                self.ctx,
+                data,
+                partial_dir,
+                batch_size,
+                bar.update,
+                self._flush_rejects,
+                self.executor.streamer(stage),
             )
         else:
             bounds = bounds or [
                 (lo, min(rows_in, lo + batch_size)) for lo in range(0, max(rows_in, 1), batch_size)
             ]
             shards = self._run_batches(stage, cfg, data, partial_dir, bounds, bar)
+        self.executor.stage_end()
         bar.close()
         self.ctx.resources.pop(PROGRESS, None)
 
@@ -270,8 +278,8 @@ class Runner:
             yield from shard_batches(shards)
 
     def _streams(self, stage: Stage, data: datasets.Dataset | None) -> bool:
-        """Whether ``stage`` runs as one stream here (local executor, keyed input)."""
-        if stage.stream is None or data is None or self.config.run.executor != "local":
+        """Whether ``stage`` runs as one stream here (keyed input)."""
+        if stage.stream is None or data is None:
             return False
         if stage.streams is not None and not stage.streams(self.config):
             return False
@@ -293,14 +301,21 @@ class Runner:
         """Run the stage batch by batch (rows ``lo:hi`` each), skipping batches whose shard
         is there."""
         shards: list[Path] = []
+        todo: list[tuple[Path, int, int]] = []
         for b, (lo, hi) in enumerate(bounds):
             shard = partial_dir / f"shard-{b:06d}.parquet"
             shards.append(shard)
             if shard.exists() and shard_ok(shard):
                 bar.update(hi - lo)
-                continue
-            rows = pa.table({}) if data is None else data.with_format("arrow")[lo:hi]
-            table = self.executor.run(stage, cfg, rows)
+            else:
+                todo.append((shard, lo, hi))
+        # The executor may work ahead (Ray actors); each result is written before the next
+        # is taken, so a kill loses at most the batches in flight.
+        inputs = (
+            pa.table({}) if data is None else data.with_format("arrow")[lo:hi] for _, lo, hi in todo
+        )
+        outputs = self.executor.map(stage, cfg, inputs)
+        for (shard, lo, hi), table in zip(todo, outputs, strict=True):
             self._flush_rejects()
             tmp = shard.with_suffix(".tmp")
             # Read once, then deleted: not worth compressing (it doubled the write and read).

@@ -64,9 +64,12 @@ def run_stream(
     group_size: int,
     on_progress: Callable[[int], None],
     after_shard: Callable[[], None],
+    streamer: Callable[..., Any] | None = None,
 ) -> list[Path]:
-    """Stream the input rows not yet in a shard through ``stage.stream``; return all shards."""
-    assert stage.stream is not None
+    """Stream the input rows not yet in a shard through ``stage.stream`` (or ``streamer``,
+    the executor's way of running it: Ray actors); return all shards."""
+    streamer = streamer or stage.stream
+    assert streamer is not None
     shards, done = finished_shards(partial_dir)
     on_progress(len(done))
     table = data.with_format("arrow")[:]
@@ -92,7 +95,7 @@ def run_stream(
         on_progress(groups)
         seq, buffer, groups = seq + 1, [], 0
 
-    stream = partial(stage.stream, cfg=cfg)(records, ctx) if records else iter(())
+    stream = partial(streamer, cfg=cfg)(records, ctx) if records else iter(())
     try:
         for group in stream:
             buffer.extend(group)

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,8 @@ def verify_math(inputs: VerifyInputs, cfg: Any, ctx: StageContext) -> list[Verdi
                 inputs.answers[i], inputs.references[i], inputs.options[i], choice_cfg
             )
     rest = [i for i, res in enumerate(results) if res is None]
+    if cfg.workers is None and ctx.cpus:  # a Ray actor: as many workers as its CPUs
+        cfg = replace(cfg, workers=ctx.cpus)
     graded = (
         math_verifier.verify_batch(
             [inputs.answers[i] for i in rest],

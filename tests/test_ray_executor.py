@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import datasets
-import pyarrow as pa
 import pytest
 
 from datagen.runner import Runner
@@ -62,39 +61,163 @@ def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
     assert stats[1] == {"gsm8k_test:exact": 1}, stats
 
 
-class _Asked(Exception):
-    """Raised by the stand-in for ``map_batches`` once it has seen the resources asked for."""
-
-
 @pytest.mark.parametrize(
     ("stage", "overrides", "gpus"),
     [
         ("verify", ["verifier=reward", "verifier.model=/rm", "verifier.device=cuda"], 1.0),
-        ("verify", ["verifier=reward", "verifier.model=/rm", "verifier.device=cpu"], None),
+        ("verify", ["verifier=reward", "verifier.model=/rm", "verifier.device=cpu"], 0.0),
         ("generate_adaptive", ["teacher=vllm", "teacher.model=/m"], 1.0),
         ("generate", ["teacher=vllm", "teacher.model=/m"], 1.0),
-        ("generate", [], None),  # the local llama.cpp teacher runs on CPU
-        ("verify", [], None),  # math-verify
+        ("generate", [], 0.0),  # the local llama.cpp teacher runs on CPU
+        ("verify", [], 0.0),  # math-verify
     ],
 )
 def test_a_stage_that_declares_a_gpu_asks_ray_for_it(
-    make_config, local_ray, monkeypatch, tmp_path, stage, overrides, gpus
+    make_config, local_ray, tmp_path, stage, overrides, gpus
 ):
-    # This machine has no GPU, so an actor asking for one would wait forever: the
-    # stand-in records what RayExecutor passes to Ray Data and stops there.
+    # This machine has no GPU, so an actor asking for one would wait forever: the test
+    # reads what the executor would ask Ray for, from the stage's declaration.
     from datagen.context import StageContext
-    from datagen.executors import RayExecutor
+    from datagen.executors import apply_stage
+    from datagen.ray_executor import RayExecutor
 
-    asked = {}
+    cfg = make_config(
+        "+pipeline=math",
+        "run.executor=ray",
+        "run.ray_gpus_per_actor=1",
+        "run.ray_cpus_per_actor=0.5",
+        *overrides,
+    )
+    executor = RayExecutor(StageContext(config=cfg, run_dir=tmp_path), apply_stage)
+    assert executor.actor_options(STAGES[stage]) == {"num_cpus": 0.5, "num_gpus": gpus}
+    assert executor.spreads(STAGES[stage])
+    assert not executor.spreads(STAGES["dedup"]) and not executor.spreads(STAGES["emit"])
 
-    def record(self, fn, **kwargs):
-        asked.update(kwargs)
-        raise _Asked
 
-    monkeypatch.setattr(ray.data.Dataset, "map_batches", record)
-    cfg = make_config("+pipeline=math", "run.executor=ray", "run.ray_gpus_per_actor=1", *overrides)
-    executor = RayExecutor(StageContext(config=cfg, run_dir=tmp_path))
-    with pytest.raises(_Asked):
-        executor.run(STAGES[stage], {}, pa.table({"id": ["s0", "s1"]}))
-    assert asked["num_gpus"] == gpus
-    assert asked["concurrency"] == cfg.run.ray_concurrency
+def _math_source(tmp_path, n: int):
+    """``n`` sums; the server always answers 42, so a third of them pass verification."""
+    path = tmp_path / "sums.jsonl"
+    rows = [
+        {"id": f"q{i:03d}", "problem": f"What is {i} + 7?", "answer": "42" if i % 3 else str(i + 7)}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _pipeline_overrides(source, base_url: str, executor: str) -> list[str]:
+    return [
+        "+pipeline=math",
+        f"source.path={source}",
+        "teacher=openai",
+        "teacher.model=stub",
+        f"teacher.base_url={base_url}",
+        "teacher.api_key_env=null",
+        "teacher.concurrency=4",
+        "generation.n=2",
+        "run.generate_batch_size=2",  # finished prompts per shard
+        "run.batch_size=8",
+        "run.ray_batch_size=4",
+        "run.progress=false",
+        f"run.executor={executor}",
+    ]
+
+
+def _outputs(run_dir) -> dict:
+    """Every dataset the run wrote: the stages' and emit's, by folder."""
+    found = {}
+    for info in sorted(run_dir.rglob("dataset_info.json")):
+        folder = info.parent
+        if ".partial" not in str(folder):
+            found[str(folder.relative_to(run_dir))] = datasets.load_from_disk(str(folder)).to_list()
+    return found
+
+
+class _Killed(Exception):
+    """Stands in for the run being killed: raised by the runner's first shard checkpoint."""
+
+
+@pytest.mark.slow
+def test_full_pipeline_on_actors_equals_local_and_a_killed_run_resends_nothing(
+    tmp_path, make_config, local_ray, monkeypatch
+):
+    # The model server is tests/helpers/latency_server.py (a real HTTP server on
+    # 127.0.0.1 speaking the OpenAI chat API; canned text, delays spread so requests
+    # finish out of order and some are in flight at the kill). Everything else is real:
+    # Ray actors run decontaminate, generate (the openai SDK, the request cache),
+    # verify (math-verify) and filter; the runner runs load, dedup and emit.
+    from tests.helpers.latency_server import Latency, LatencyServer
+
+    n_problems, n = 12, 2
+    source = _math_source(tmp_path, n_problems)
+    stages = [STAGES[s] for s in make_config("+pipeline=math").pipeline.stages]
+    latency = Latency(median=0.05, sigma=1.0, tail_share=0.2, tail_factor=20)
+    with LatencyServer(latency) as server:
+        runs = {}
+        for executor in ("local", "ray"):
+            cfg = make_config(*_pipeline_overrides(source, server.base_url, executor))
+            results = Runner(cfg, tmp_path / executor, stages).run()
+            runs[executor] = (_outputs(tmp_path / executor), [r.rows_out for r in results])
+        stats = {r.name: r.stats for r in results}
+        assert runs["ray"] == runs["local"]
+        assert any("outputs" in k for k in runs["ray"][0]), runs["ray"][0].keys()
+        # The teacher's counters came back from the actors; verify graded every sample.
+        assert stats["generate"]["requests_sent"] == n_problems * n
+        assert server.counts.as_dict()["distinct"] == n_problems * n
+
+        # A run killed at its first generate checkpoint, then run again.
+        from datagen import runner as runner_module
+
+        real_stream = runner_module.run_stream
+
+        def killed_at_first_shard(*args):
+            def after_shard():
+                args[7]()
+                raise _Killed
+
+            return real_stream(*args[:7], after_shard, *args[8:])
+
+        run_dir = tmp_path / "killed"
+        cfg = make_config(*_pipeline_overrides(source, server.base_url, "ray"))
+        monkeypatch.setattr(runner_module, "run_stream", killed_at_first_shard)
+        with pytest.raises(_Killed):
+            Runner(cfg, run_dir, stages).run()
+        monkeypatch.undo()
+        before = dict(server.counts.by_request)
+        stored = len(_cache_keys(run_dir / "cache" / "requests.sqlite"))
+        assert 0 < stored < n_problems * n, stored  # killed mid-stage, some answers kept
+        results = Runner(cfg, run_dir, stages).run()
+        after = server.counts.by_request
+        resent = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
+    # The rerun asked only for what the cache did not hold, each once.
+    assert sum(resent.values()) == n_problems * n - stored, (resent, stored)
+    assert all(v == 1 for v in resent.values())
+    assert {r.name: r.rows_out for r in results}["generate"] == n_problems * n
+    assert _outputs(run_dir) == runs["local"][0]
+
+
+def _cache_keys(db) -> set[str]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return {k for (k,) in con.execute("SELECT key FROM responses")}
+    finally:
+        con.close()
+
+
+def test_a_concurrency_budget_is_split_across_actors_not_multiplied(make_config):
+    from datagen.ray_executor import share_budgets
+
+    cfg = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=5"
+    )
+    sections = {"teacher": cfg.teacher, "generation": cfg.generation, "run.seed": 0}
+    shares = share_budgets(sections, 2)
+    assert [s["teacher"].concurrency for s in shares] == [3, 2]
+    assert all(s["generation"] is cfg.generation for s in shares)
+    one = make_config(
+        "+pipeline=math", "teacher=openai", "teacher.model=m", "teacher.concurrency=1"
+    )
+    assert len(share_budgets({"teacher": one.teacher}, 4)) == 1  # never an actor with no slot
+    assert share_budgets({"generation": cfg.generation}, 3) == [{"generation": cfg.generation}] * 3

@@ -68,15 +68,23 @@ def check_semantic_extra(config: DatagenConfig, names: list[str]) -> None:
         users.append("dedup.method=semantic")
     if "decontaminate" in names and "embedding" in config.decontam.methods:
         users.append("decontam.methods has embedding")
+    if "dedup" in names and config.dedup.minhash.enabled and not _have("datasketch"):
+        from datagen.similarity.embed import MINHASH_EXTRA
+
+        raise ConfigError(f"dedup.minhash.enabled=true: datasketch not installed: {MINHASH_EXTRA}")
     if not users:
         return
     from datagen.similarity.embed import SEMANTIC_EXTRA
 
-    missing = [m for m in ("sentence_transformers", "faiss") if not importlib.util.find_spec(m)]
+    missing = [m for m in ("sentence_transformers", "faiss") if not _have(m)]
     if missing:
         raise ConfigError(
             f"{' and '.join(users)}: {', '.join(missing)} not installed: {SEMANTIC_EXTRA}"
         )
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def check_rank_rules(config: DatagenConfig, names: list[str]) -> None:

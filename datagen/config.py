@@ -59,7 +59,7 @@ class RunConfig:
     re-grade cost more than its filter rules (issue 19)."""
     generate_batch_size: int | None = None
     """Problems per generation batch: each finished batch is saved before the next starts.
-    None: the teacher's own default (1 for the local teacher, 64 for an API, 1024 for
+    None: the teacher's own default (16 for the local teacher, 64 for an API, 1024 for
     vLLM, which wants one large batch). A teacher that streams (``openai``) keeps its
     window full regardless: there it is only the finished prompts per shard."""
     progress: bool = True

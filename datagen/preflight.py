@@ -9,6 +9,7 @@ generation, or never.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ def preflight(config: DatagenConfig, stages: list[Stage], run_dir: Path) -> None
         raise ConfigError("pipeline.stages is empty: nothing would run")
     check_rank_rules(config, names)
     check_curation(config, names)
+    check_semantic_extra(config, names)
     if any(n in GENERATING for n in names):
         for teacher in [e.config for e in config.teachers] or [config.teacher]:
             check_api_key(teacher)
@@ -57,6 +59,32 @@ def check_curation(config: DatagenConfig, names: list[str]) -> None:
             "teachers: several teachers run with the stage generate, not generate_adaptive "
             "(adaptive rounds follow one teacher); use generate, or the single teacher key"
         )
+
+
+def check_semantic_extra(config: DatagenConfig, names: list[str]) -> None:
+    """Embedding dedup / decontamination need the ``[semantic]`` extra, which the base lacks."""
+    users = []
+    if "dedup" in names and config.dedup.method == "semantic":
+        users.append("dedup.method=semantic")
+    if "decontaminate" in names and "embedding" in config.decontam.methods:
+        users.append("decontam.methods has embedding")
+    if "dedup" in names and config.dedup.minhash.enabled and not _have("datasketch"):
+        from datagen.similarity.embed import MINHASH_EXTRA
+
+        raise ConfigError(f"dedup.minhash.enabled=true: datasketch not installed: {MINHASH_EXTRA}")
+    if not users:
+        return
+    from datagen.similarity.embed import SEMANTIC_EXTRA
+
+    missing = [m for m in ("sentence_transformers", "faiss") if not _have(m)]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(users)}: {', '.join(missing)} not installed: {SEMANTIC_EXTRA}"
+        )
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def check_rank_rules(config: DatagenConfig, names: list[str]) -> None:

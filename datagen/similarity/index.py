@@ -34,10 +34,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from datagen.similarity.embed import SEMANTIC_EXTRA
+
+try:
+    import faiss
+except ImportError:  # the [semantic] extra; build_index says so, preflight checks first
+    faiss = None
+
 logger = logging.getLogger(__name__)
+
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "lsh")
 
@@ -111,6 +118,7 @@ class LshIndex:
     def __init__(self, d: int, tables: int, bits: int, seed: int = 0) -> None:
         if (tables * bits) % 8:
             raise ValueError(f"lsh_tables * lsh_bits must be a multiple of 8, got {tables * bits}")
+        _need_faiss()
         rng = np.random.default_rng(seed)
         self.planes = rng.standard_normal((d, tables * bits), dtype=np.float32)
         self.codes = faiss.IndexBinaryMultiHash(tables * bits, tables, bits)
@@ -152,6 +160,11 @@ def _hnsw(d: int, spec: IndexSpec) -> faiss.IndexHNSWFlat:
     return index
 
 
+def _need_faiss() -> None:
+    if faiss is None:
+        raise ImportError(f"embedding similarity needs faiss: {SEMANTIC_EXTRA}")
+
+
 def build_index(
     vectors: np.ndarray,
     spec: IndexSpec,
@@ -170,6 +183,7 @@ def build_index(
     Returns:
         A populated FAISS index using inner-product similarity.
     """
+    _need_faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     kind = spec.resolve(n, threshold)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from datagen.similarity.embed import MINHASH_EXTRA
 from datagen.similarity.text import word_ngrams, words
 
 
@@ -32,7 +33,10 @@ class MinHashSpec:
 
 def signatures(texts: Sequence[str], spec: MinHashSpec) -> list:
     """One datasketch ``LeanMinHash`` per text, over its word ``ngram``-shingles."""
-    from datasketch import LeanMinHash, MinHash
+    try:
+        from datasketch import LeanMinHash, MinHash
+    except ImportError as exc:
+        raise ImportError(f"the MinHash pass needs {MINHASH_EXTRA} ({exc})") from exc
 
     sets = []
     for text in texts:

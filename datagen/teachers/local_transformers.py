@@ -102,7 +102,8 @@ class TransformersEngine:
     def complete(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
-        """Yield each request's completion, one batch of ``batch_size`` at a time."""
+        """Yield each request's completion, one batch of ``batch_size`` at a time, shortest
+        prompts first."""
         prompts: list[tuple[int, list[int]]] = []
         for i, req in enumerate(requests):
             text = self.tok.apply_chat_template(
@@ -114,6 +115,8 @@ class TransformersEngine:
                 yield i, Completion("", error=error)
             else:
                 prompts.append((i, ids))
+        # Similar lengths share a batch: less left padding computed for nothing.
+        prompts.sort(key=lambda p: len(p[1]))
         for lo in range(0, len(prompts), self.batch_size):
             chunk = prompts[lo : lo + self.batch_size]
             seeds = [requests[i].seed for i, _ in chunk]

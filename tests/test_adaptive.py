@@ -258,6 +258,7 @@ def test_adaptive_beats_fixed_n_in_pairs_per_sample_on_the_local_teacher(tmp_pat
         "generation.max_tokens=24",
         "generation.n=4",
         "run.progress=false",
+        "teacher.engine=llama_cpp",  # the engine the prompts were probed on (dev extra)
         f"teacher.cache_path={tmp_path / 'shared-cache.sqlite'}",
         "output.pair_policy=random",  # REDI: one pair per prompt
         "decontam.benchmarks=[]",

@@ -55,9 +55,14 @@ def problems(*prompts: str) -> list[Problem]:
 
 @pytest.fixture(scope="module")
 def no_llama_cpp():
-    """llama_cpp made unimportable, as on a base install (None in sys.modules blocks it)."""
+    """llama_cpp made unimportable, as on a base install (None in sys.modules blocks it).
+
+    The engine module goes too: an earlier test on ``teacher.engine=llama_cpp`` leaves it
+    imported, and its own import would then never reach llama_cpp.
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "llama_cpp", None)
+        mp.delitem(sys.modules, "datagen.teachers.local_llama", raising=False)
         yield
 
 

@@ -1,8 +1,10 @@
 """Code verifier against the reference data in ``tests/fixtures/code/`` (see its README).
 
-* Every reference solution of ``leetcode_train`` and ``mbpp_train`` passes (~2,360
-  programs; 15-40 s on 2 busy cores thanks to the warm sandbox), except mbpp/927, which
-  fails by construction (its setup code uses ``Node`` before the solution defines it).
+* The reference solutions of ``leetcode_train`` and ``mbpp_train`` pass, except mbpp/927,
+  which fails by construction (its setup code uses ``Node`` before the solution defines
+  it). By default a fixed fifth of the ~2,360 programs runs (every fifth one, plus
+  mbpp/927 and every solution that imports a package): all of them took 136 s of the
+  suite on 2 busy cores. ``DATAGEN_TEST_ALL_REFERENCES=1`` runs every one.
 * The verdict agrees with every ``passes_tests`` label of ``apps_coderl_labeled``.
 * stdin/stdout plumbing and float tolerance on the CodeNet slice.
 * Each failure class is produced by a small program.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import cache
@@ -34,6 +37,7 @@ from verifiers.sandbox import SandboxConfig
 FIXTURES = Path(__file__).parent / "fixtures" / "code"
 KNOWN_BROKEN = {"mbpp/927": "test_setup_code uses Node before the solution defines it"}
 FAST = CodeVerifierConfig(SandboxConfig(timeout_s=3.0, cpu_s=3))
+REFERENCE_STRIDE = 1 if os.environ.get("DATAGEN_TEST_ALL_REFERENCES") == "1" else 5
 
 
 def _rows(name: str) -> list[dict]:
@@ -46,7 +50,8 @@ def _sandbox_has(package: str) -> bool:
     return probe.returncode == 0
 
 
-def _reference_cases() -> list[tuple[str, str, TestSpec]]:
+def _reference_cases() -> list[tuple[str, str, TestSpec, bool]]:
+    """Every reference solution: id, code, tests, and whether the sample must include it."""
     cases = []
     for row in _rows("leetcode_train.jsonl"):
         if all(_sandbox_has(p) for p in row["requires_packages"]):
@@ -55,27 +60,29 @@ def _reference_cases() -> list[tuple[str, str, TestSpec]]:
                     row["id"],
                     row["canonical_solution"],
                     TestSpec.leetcode(row["test"], row["entry_point"]),
+                    bool(row["requires_packages"]),
                 )
             )
     for row in _rows("mbpp_train.jsonl"):
         spec = TestSpec.mbpp(row["test_list"], row["test_setup_code"])
-        cases.append((row["id"], row["canonical_solution"], spec))
+        cases.append((row["id"], row["canonical_solution"], spec, row["id"] in KNOWN_BROKEN))
     return cases
 
 
-def test_all_reference_solutions_pass() -> None:
-    cases = _reference_cases()
+def test_reference_solutions_pass() -> None:
+    every = _reference_cases()
+    skipped = [r["id"] for r in _rows("leetcode_train.jsonl") if r["requires_packages"]]
+    assert len(every) == 1889 + 474 - (0 if _sandbox_has("sortedcontainers") else len(skipped))
+    cases = [c for i, c in enumerate(every) if c[3] or i % REFERENCE_STRIDE == 0]
     verdicts = verify_batch([c[1] for c in cases], [c[2] for c in cases])
     failed = {
         cid: v.details
-        for (cid, _, _), v in zip(cases, verdicts, strict=True)
+        for (cid, _, _, _), v in zip(cases, verdicts, strict=True)
         if v.passed is not True
     }
     assert set(failed) == set(KNOWN_BROKEN), failed
     assert failed["mbpp/927"]["failure"] == "runtime_error"
     assert all(v.details.get("forgeable_tests", 0) == 0 for v in verdicts)
-    skipped = [r["id"] for r in _rows("leetcode_train.jsonl") if r["requires_packages"]]
-    assert len(cases) == 1889 + 474 - (0 if _sandbox_has("sortedcontainers") else len(skipped))
 
 
 def test_reference_labels_match_the_data() -> None:
@@ -170,7 +177,9 @@ FAILURES = {
 @pytest.mark.parametrize("failure", sorted(FAILURES))
 def test_failure_classes(failure: str) -> None:
     func_code, stdio_code = FAILURES[failure]
-    cfg = CodeVerifierConfig(SandboxConfig(timeout_s=1.0, cpu_s=1))
+    # The CPU limit ends the busy loop (SIGXCPU: a timeout verdict) however loaded the
+    # machine is; a 1 s wall limit gave it 0.88 s of CPU under load 16: "busy machine".
+    cfg = CodeVerifierConfig(SandboxConfig(timeout_s=10.0, cpu_s=1))
     specs = [
         TestSpec.calls("f", [[1], [2]], [1, 2]),
         TestSpec.stdio(["1\n", "2\n"], ["1\n", "2\n"]),

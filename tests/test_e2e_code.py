@@ -1,4 +1,10 @@
-"""The code pipeline end to end: the real local teacher writes code, the sandbox runs it."""
+"""The code pipeline end to end: the real local teacher writes code, the sandbox runs it.
+
+The teacher runs on llama.cpp (``teacher.engine=llama_cpp``, in the dev extra): the
+bundled code sample's marks were probed on that engine (data/README.md), and it
+generates about 1.8x faster than the default transformers engine, which
+tests/test_e2e_math.py's subprocess runs and tests/test_base_install.py cover.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +29,10 @@ def finished_run(tmp_path_factory):
     # The README command's settings (n, max_tokens, seed) on the first problems of the
     # bundled sample, which were chosen because the embedded teacher solves them in
     # some of those samples and not in others (data/README.md): the same requests and
-    # seeds as `python -m datagen +pipeline=code`.
-    cfg = compose("+pipeline=code", f"run.limit={LIMIT}", "run.progress=false")
+    # seeds as `python -m datagen +pipeline=code teacher.engine=llama_cpp`.
+    cfg = compose(
+        "+pipeline=code", f"run.limit={LIMIT}", "run.progress=false", "teacher.engine=llama_cpp"
+    )
     return run_dir, run(cfg, run_dir)
 
 

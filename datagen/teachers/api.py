@@ -311,8 +311,8 @@ class OpenAITeacher(Teacher):
             self._run(requests, groups, sampling, results), self._loop
         )
         remaining = len(requests)
-        self._last_answer = time.monotonic()
-        try:
+        try:  # from the moment requests can go out: a Ctrl-C anywhere below cancels them
+            self._last_answer = time.monotonic()
             while remaining:
                 try:
                     item = results.get(timeout=1.0)

@@ -178,11 +178,17 @@ class TraceStore:
         return self.index.get(self.key(prompt), [])
 
     def trace(self, row: int) -> Trace:
+        return self.traces([row])[0]
+
+    def traces(self, rows: Sequence[int]) -> list[Trace]:
+        """The traces at ``rows``, read from the mapped file in one ``take`` (issue 19:
+        one slice per trace was most of a replay's generate stage)."""
         assert self._table is not None
-        values = self._table.slice(row, 1).to_pylist()[0]
-        details = json.loads(values.pop("details")) if values["details"] else {}
-        values.pop("details", None)
-        return Trace(**values, details=details)
+        out = []
+        for values in self._table.take(pa.array(rows, pa.int64())).to_pylist():
+            raw = values.pop("details")
+            out.append(Trace(**values, details=json.loads(raw) if raw else {}))
+        return out
 
     def __len__(self) -> int:
         return len(self.index)
@@ -269,37 +275,71 @@ class ReplayTeacher(Teacher):
     def key_extra(self) -> dict[str, Any] | None:
         return {"replay": self.cfg.path}
 
-    def _trace(self, req: Request) -> Trace | None:
-        users = [m["content"] for m in req.messages if m.get("role") == "user"]
-        rows = self.traces.rows(users[-1] if users else "")
-        return self.traces.trace(rows[req.sample_index]) if req.sample_index < len(rows) else None
+    def _lookup(self, requests: Sequence[Request]) -> list[tuple[int, Trace | None]]:
+        """Each request's trace count for its prompt and its trace (None past the last),
+        fetched in one read; a prompt's key is hashed once, not once per sample."""
+        counts: list[int] = []
+        wanted: list[int] = []
+        found: dict[int, int] = {}
+        last: tuple[Any, list[int]] | None = None
+        for i, req in enumerate(requests):
+            if last is None or last[0] is not req.messages:
+                users = [m["content"] for m in req.messages if m.get("role") == "user"]
+                last = (req.messages, self.traces.rows(users[-1] if users else ""))
+            rows = last[1]
+            counts.append(len(rows))
+            if req.sample_index < len(rows):
+                found[i] = len(wanted)
+                wanted.append(rows[req.sample_index])
+        traces = self.traces.traces(wanted) if wanted else []
+        return [(counts[i], traces[found[i]] if i in found else None) for i in range(len(requests))]
+
+    def _completion(self, req: Request, have: int, trace: Trace | None) -> Completion:
+        if trace is None:
+            error = (
+                f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
+                f"no sample {req.sample_index}"
+            )
+            return Completion("", error=error)
+        return Completion(
+            text=trace.response, reasoning=trace.reasoning, finish_reason=trace.finish_reason
+        )
 
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
-        for i, req in enumerate(requests):
-            trace = self._trace(req)
-            if trace is None:
-                users = [m["content"] for m in req.messages if m.get("role") == "user"]
-                have = len(self.traces.rows(users[-1] if users else ""))
-                error = (
-                    f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
-                    f"no sample {req.sample_index}"
-                )
-                yield i, Completion("", error=error)
-                continue
-            yield (
-                i,
-                Completion(
-                    text=trace.response,
-                    reasoning=trace.reasoning,
-                    finish_reason=trace.finish_reason,
-                ),
-            )
+        for i, (req, (have, trace)) in enumerate(
+            zip(requests, self._lookup(requests), strict=True)
+        ):
+            yield i, self._completion(req, have, trace)
+
+    def generate(
+        self,
+        problems: Sequence[Problem],
+        sampling: SamplingConfig,
+        base_seed: int,
+        start_index: int = 0,
+    ) -> list[Sample]:
+        """The base class's samples, each trace read once for the whole batch (no cache:
+        nothing is sent, so every request counts as sent, as there)."""
+        requests = self.build_requests(problems, sampling, base_seed, start_index)
+        owners = [p for p in problems for _ in range(sampling.n)]
+        self.requests_sent += len(requests)
+        out = []
+        for problem, req, (have, trace) in zip(
+            owners, requests, self._lookup(requests), strict=True
+        ):
+            c = self._completion(req, have, trace)
+            if c.error is None:
+                self.cost_spent += self.price.cost(c)
+            out.append(self._sample(problem, req, c, trace))
+        return out
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
+        return self._sample(problem, req, c, self._lookup([req])[0][1])
+
+    def _sample(self, problem: Problem, req: Request, c: Completion, trace: Trace | None) -> Sample:
         sample = super()._to_sample(problem, req, c)
-        trace = self._trace(req)
         if trace is not None and self.cfg.label_field is not None:
             sample.verdicts.append(
                 Verdict(

@@ -33,7 +33,13 @@ import pyarrow as pa
 from datagen.config import ConfigError, SamplingConfig, SourceConfig
 from datagen.records import Problem, Sample, Verdict
 from datagen.sources import iter_raw_rows
-from datagen.teachers.base import Completion, Request, Teacher, TeacherSpec, register_teacher
+from datagen.teachers.base import (
+    Completion,
+    Request,
+    Teacher,
+    TeacherSpec,
+    register_teacher,
+)
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -180,12 +186,16 @@ class TraceStore:
     def trace(self, row: int) -> Trace:
         return self.traces([row])[0]
 
+    def take(self, rows: Sequence[int]) -> pa.Table:
+        """The trace rows at ``rows`` (an Arrow table over the mapped file)."""
+        assert self._table is not None
+        return self._table.take(pa.array(rows, pa.int64()))
+
     def traces(self, rows: Sequence[int]) -> list[Trace]:
         """The traces at ``rows``, read from the mapped file in one ``take`` (issue 19:
         one slice per trace was most of a replay's generate stage)."""
-        assert self._table is not None
         out = []
-        for values in self._table.take(pa.array(rows, pa.int64())).to_pylist():
+        for values in self.take(rows).to_pylist():
             raw = values.pop("details")
             out.append(Trace(**values, details=json.loads(raw) if raw else {}))
         return out
@@ -337,6 +347,14 @@ class ReplayTeacher(Teacher):
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
         return self._sample(problem, req, c, self._lookup([req])[0][1])
+
+    def generate_table(
+        self, problems: pa.Table, sampling: SamplingConfig, base_seed: int
+    ) -> pa.Table:
+        """:meth:`generate` over an Arrow batch of problems (:mod:`.replay_table`)."""
+        from datagen.teachers.replay_table import generate_table
+
+        return generate_table(self, problems, sampling, base_seed)
 
     def _sample(self, problem: Problem, req: Request, c: Completion, trace: Trace | None) -> Sample:
         sample = super()._to_sample(problem, req, c)

@@ -9,17 +9,27 @@ The rows are those :meth:`ReplayTeacher.generate` gives, through ``to_row``
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from datagen.config import SamplingConfig
-from datagen.records import Problem, Sample, content_hash
-from datagen.teachers.base import _key, sample_seed, sampling_params, split_reasoning
+from datagen.records import Problem, Sample
+from datagen.teachers.base import sampling_params, split_reasoning
 
 if TYPE_CHECKING:
     from datagen.teachers.replay import ReplayTeacher
+
+
+def _dumps(value: Any) -> str:
+    """One part as :func:`datagen.records.content_hash` encodes it inside its list."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _sha(blob: str) -> str:
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def generate_table(
@@ -27,10 +37,13 @@ def generate_table(
 ) -> pa.Table:
     """:meth:`generate` over an Arrow batch of problems, to the samples' Arrow rows.
 
-    The traces are taken from the mapped file by row number in one call and
-    the problems' columns repeated by index; per sample only its request key,
-    id and the ``<think>`` split are computed in Python (issue 19: a replayed
-    sample should cost almost nothing). Same rows as ``generate``, same order.
+    Request keys, seeds and ids are the hashes ``base`` computes, with each problem's
+    parts (model, messages, sampling) encoded once instead of once per sample: the
+    JSON of a list is its parts' JSON joined by ``", "``. The traces are taken from
+    the mapped file by row number in one call and the problems' columns repeated by
+    index; per sample only its hashes and the ``<think>`` split are computed in
+    Python (issue 19: a replayed sample should cost almost nothing). Same rows as
+    ``generate``, same order.
     """
     n, model = sampling.n, self.model
     extra, scope, params = self.key_extra(), self.cache_scope(), sampling_params(sampling)
@@ -46,15 +59,17 @@ def generate_table(
         choices = Problem.from_row(row).options  # metadata's, checked as the record path does
         users = [m["content"] for m in messages if m.get("role") == "user"]
         rows = self.traces.rows(users[-1] if users else "")
+        pid = _dumps(row["id"])
+        head = f"[{_dumps(model)}, {_dumps(messages)}, {_dumps(params)}, "
+        tail = "".join(f", {_dumps(x)}" for x in (extra, {"scope": scope} if scope else None) if x)
+        label = f", {_dumps(self.label)}" if self.label else ""
         for i in range(n):
-            key = _key(
-                model, messages, params, i, sample_seed(base_seed, row["id"], i), extra, scope
-            )
+            seed = int(_sha(f"[{base_seed}, {pid}, {i}]")[:8], 16) % (2**31)  # sample_seed
+            key = _sha(f"{head}{i}, {seed}{tail}]")[:32]  # base._key
             owner.append(p)
             options.append(choices)
             keys.append(key)
-            parts = (row["id"], key, self.label) if self.label else (row["id"], key)
-            ids.append(content_hash(*parts))
+            ids.append(_sha(f"[{pid}, {_dumps(key)}{label}]")[:16])  # content_hash
             if i < len(rows):
                 slot.append(len(wanted))
                 wanted.append(rows[i])

@@ -148,18 +148,19 @@ class TraceStore:
     def key(prompt: str) -> bytes:
         return hashlib.sha256(normalise_prompt(prompt).encode("utf-8")).digest()[:16]
 
-    def add(self, prompt: str, sort_key: Any, seen: int, trace: Trace) -> None:
+    def add(self, key: bytes, sort_key: Any, seen: int, trace: Trace) -> None:
+        """Store ``trace`` under a prompt's :meth:`key` (hashed once per row by the caller)."""
         row = {f: getattr(trace, f) for f in self.COLUMNS.names if f != "details"}
         row["details"] = json.dumps(trace.details, ensure_ascii=False) if trace.details else None
         self._buffer.append(row)
-        self._keyed.setdefault(self.key(prompt), []).append((sort_key, seen, self._rows))
+        self._keyed.setdefault(key, []).append((sort_key, seen, self._rows))
         self._rows += 1
         if len(self._buffer) >= self.FLUSH:
             self._flush()
 
-    def touch(self, prompt: str) -> None:
-        """Record a prompt with no usable trace (it is known, with zero traces)."""
-        self._keyed.setdefault(self.key(prompt), [])
+    def touch(self, key: bytes) -> None:
+        """Record a prompt (by :meth:`key`) with no usable trace (known, with zero traces)."""
+        self._keyed.setdefault(key, [])
 
     def _flush(self) -> None:
         if self._buffer and self._writer is not None:
@@ -232,7 +233,8 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[TraceStore, int]:
             continue
         items = responses if isinstance(responses, (list, tuple)) else [responses]
         order = row.get(cfg.order_field) if cfg.order_field else None
-        store.touch(prompt)
+        key = store.key(prompt)
+        store.touch(key)
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 skipped += 1
@@ -257,7 +259,7 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[TraceStore, int]:
                 details=details,
             )
             sort_key = (order if isinstance(order, (int, float)) else seen, i)
-            store.add(prompt, sort_key, seen, trace)
+            store.add(key, sort_key, seen, trace)
         seen += 1
     store.finish()
     return store, skipped

@@ -38,7 +38,8 @@ def apply_stage(stage: Stage, cfg: dict[str, Any], ctx: StageContext, table: pa.
     out_type = RECORD_TYPES[stage.produces]
     schema = out_type.FEATURES.arrow_schema
     if stage.columnar is not None and in_type is not None:
-        out = stage.columnar(table.select(schema.names).cast(schema), ctx, cfg=cfg)
+        in_schema = in_type.FEATURES.arrow_schema  # generate: problems in, samples out
+        out = stage.columnar(table.select(in_schema.names).cast(in_schema), ctx, cfg=cfg)
         return out.select(schema.names).cast(schema)
     batch = [in_type.from_row(r) for r in table.to_pylist()] if in_type else []
     out = partial(stage.fn, cfg=cfg)(batch, ctx)

@@ -188,3 +188,46 @@ def test_pipeline_reverifies_replayed_traces_beside_their_labels(tmp_path):
     assert all([v.verifier for v in s.verdicts] == ["qwen_score", "math"] for s in samples)
     agree = sum(s.verdicts[0].passed == s.verdicts[1].passed for s in samples)
     assert agree >= 36  # math-verify agrees with Qwen's own labels on nearly all
+
+
+@pytest.mark.parametrize("label", [None, "b"])
+def test_table_path_gives_the_record_paths_rows(tmp_path, label):
+    """The stage's columnar path (issue 19) writes exactly what ``generate`` + ``to_row`` do:
+    labels, details, ``<think>`` splits, finish reasons and missing traces included."""
+    import pyarrow as pa
+
+    from datagen.records import Sample
+
+    cfg = ReplayTeacherConfig(
+        path=str(OPENR1),
+        model="DeepSeek-R1",
+        response_field="generations",
+        label_field="correctness_math_verify",
+        finish_reason_field="finish_reasons",
+        detail_fields=["problem"],
+    )
+    problems = [
+        Problem(
+            id=f"p{i}",
+            source="t",
+            domain="math",
+            reference=ref,
+            messages=[{"role": "user", "content": text}],
+        )
+        for i, (text, ref) in enumerate(
+            [("What is $3 \\times 4$?", "12"), ("Let $x+1=3$.   Find $x$.", "2"), ("None", "0")]
+        )
+    ]
+    teacher = build_teacher(cfg, tmp_path)
+    teacher.label = label
+    schema = Sample.FEATURES.arrow_schema
+    expected = pa.Table.from_pylist(
+        [s.to_row() for s in teacher.generate(problems, SamplingConfig(n=3), 7)], schema=schema
+    )
+    table = pa.Table.from_pylist(
+        [p.to_row() for p in problems], schema=Problem.FEATURES.arrow_schema
+    )
+    got = teacher.generate_table(table, SamplingConfig(n=3), 7)
+    assert got.schema == schema
+    assert got.to_pylist() == expected.to_pylist()
+    assert sum(r["error"] is not None for r in got.to_pylist()) == 6  # 2, 1 and 0 stored

@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from datagen import progress
 from datagen.config import DatagenConfig, SamplingConfig
 from datagen.records import Problem, Sample
@@ -68,28 +71,64 @@ def generate(batch: list[Problem], ctx: StageContext, *, cfg: dict[str, Any]) ->
     """Return ``n`` samples per problem (per teacher), grouped by problem in input order."""
     by_problem: dict[str, list[Sample]] = {p.id: [] for p in batch}
     for teacher, sampling in _teachers(ctx, cfg):
-        before, hits, spent = teacher.requests_sent, teacher.cache_hits, teacher.cost_spent
-        retries = getattr(teacher, "retries", 0)
-        window = _window(teacher)
+        mark = _mark(teacher)
         samples = teacher.generate(batch, sampling, _seed(cfg))
-        ctx.count("generate", "batches")
-        ctx.count("generate", "batch_requests", len(samples))
-        _count_window(ctx, teacher, window, retries)
-        ctx.count("generate", "requests_sent", teacher.requests_sent - before)
-        ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
-        ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
-        ctx.count("generate", "failed", sum(s.error is not None for s in samples))
-        progress.record(
-            ctx,
-            samples=len(samples),
-            tokens=sum(s.completion_tokens for s in samples),
-            cost=teacher.cost_spent - spent,
-            retries=getattr(teacher, "retries", 0) - retries,
-            in_flight=getattr(teacher, "in_flight", 0),
-        )
+        failed = sum(s.error is not None for s in samples)
+        tokens = sum(s.completion_tokens for s in samples)
+        _count_batch(ctx, teacher, mark, len(samples), failed, tokens)
         for s in samples:
             by_problem[s.problem_id].append(s)
     return [s for group in by_problem.values() for s in group]
+
+
+def generate_table(table: pa.Table, ctx: StageContext, *, cfg: dict[str, Any]) -> pa.Table:
+    """:func:`generate` over an Arrow batch: a teacher that reads its samples from a table
+    (``generate_table``: replay) builds the output columns itself; any other goes
+    through records."""
+    pairs = _teachers(ctx, cfg)
+    teacher, sampling = pairs[0]
+    if len(pairs) != 1 or not callable(getattr(teacher, "generate_table", None)):
+        problems = [Problem.from_row(r) for r in table.to_pylist()]
+        rows = [s.to_row() for s in generate(problems, ctx, cfg=cfg)]
+        return pa.Table.from_pylist(rows, schema=Sample.FEATURES.arrow_schema)
+    mark = _mark(teacher)
+    out = teacher.generate_table(table, sampling, _seed(cfg))
+    failed = out.num_rows - out["error"].null_count
+    tokens = int(pc.sum(out["completion_tokens"]).as_py() or 0)
+    _count_batch(ctx, teacher, mark, out.num_rows, failed, tokens)
+    return out
+
+
+def _mark(teacher: Any) -> tuple[Any, ...]:
+    """The teacher's counters before a batch (sent, cache hits, cost, retries, window)."""
+    return (
+        teacher.requests_sent,
+        teacher.cache_hits,
+        teacher.cost_spent,
+        getattr(teacher, "retries", 0),
+        _window(teacher),
+    )
+
+
+def _count_batch(
+    ctx: StageContext, teacher: Any, mark: tuple[Any, ...], samples: int, failed: int, tokens: int
+) -> None:
+    before, hits, spent, retries, window = mark
+    ctx.count("generate", "batches")
+    ctx.count("generate", "batch_requests", samples)
+    _count_window(ctx, teacher, window, retries)
+    ctx.count("generate", "requests_sent", teacher.requests_sent - before)
+    ctx.count("generate", "cache_hits", teacher.cache_hits - hits)
+    ctx.count("generate", "cost_usd", round(teacher.cost_spent - spent, 6))
+    ctx.count("generate", "failed", failed)
+    progress.record(
+        ctx,
+        samples=samples,
+        tokens=tokens,
+        cost=teacher.cost_spent - spent,
+        retries=getattr(teacher, "retries", 0) - retries,
+        in_flight=getattr(teacher, "in_flight", 0),
+    )
 
 
 def generate_stream(
@@ -178,6 +217,7 @@ register_stage(
         "problem",
         "sample",
         ("teacher", "teachers", "generation", "run.seed"),
+        columnar=generate_table,
         batch_size_key="generate_batch_size",
         default_batch_size=teacher_batch_size,
         wants_gpu=teacher_wants_gpu,

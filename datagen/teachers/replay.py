@@ -33,7 +33,13 @@ import pyarrow as pa
 from datagen.config import ConfigError, SamplingConfig, SourceConfig
 from datagen.records import Problem, Sample, Verdict
 from datagen.sources import iter_raw_rows
-from datagen.teachers.base import Completion, Request, Teacher, TeacherSpec, register_teacher
+from datagen.teachers.base import (
+    Completion,
+    Request,
+    Teacher,
+    TeacherSpec,
+    register_teacher,
+)
 from datagen.teachers.cache import RequestCache
 
 logger = logging.getLogger(__name__)
@@ -142,18 +148,19 @@ class TraceStore:
     def key(prompt: str) -> bytes:
         return hashlib.sha256(normalise_prompt(prompt).encode("utf-8")).digest()[:16]
 
-    def add(self, prompt: str, sort_key: Any, seen: int, trace: Trace) -> None:
+    def add(self, key: bytes, sort_key: Any, seen: int, trace: Trace) -> None:
+        """Store ``trace`` under a prompt's :meth:`key` (hashed once per row by the caller)."""
         row = {f: getattr(trace, f) for f in self.COLUMNS.names if f != "details"}
         row["details"] = json.dumps(trace.details, ensure_ascii=False) if trace.details else None
         self._buffer.append(row)
-        self._keyed.setdefault(self.key(prompt), []).append((sort_key, seen, self._rows))
+        self._keyed.setdefault(key, []).append((sort_key, seen, self._rows))
         self._rows += 1
         if len(self._buffer) >= self.FLUSH:
             self._flush()
 
-    def touch(self, prompt: str) -> None:
-        """Record a prompt with no usable trace (it is known, with zero traces)."""
-        self._keyed.setdefault(self.key(prompt), [])
+    def touch(self, key: bytes) -> None:
+        """Record a prompt (by :meth:`key`) with no usable trace (known, with zero traces)."""
+        self._keyed.setdefault(key, [])
 
     def _flush(self) -> None:
         if self._buffer and self._writer is not None:
@@ -178,11 +185,21 @@ class TraceStore:
         return self.index.get(self.key(prompt), [])
 
     def trace(self, row: int) -> Trace:
+        return self.traces([row])[0]
+
+    def take(self, rows: Sequence[int]) -> pa.Table:
+        """The trace rows at ``rows`` (an Arrow table over the mapped file)."""
         assert self._table is not None
-        values = self._table.slice(row, 1).to_pylist()[0]
-        details = json.loads(values.pop("details")) if values["details"] else {}
-        values.pop("details", None)
-        return Trace(**values, details=details)
+        return self._table.take(pa.array(rows, pa.int64()))
+
+    def traces(self, rows: Sequence[int]) -> list[Trace]:
+        """The traces at ``rows``, read from the mapped file in one ``take`` (issue 19:
+        one slice per trace was most of a replay's generate stage)."""
+        out = []
+        for values in self.take(rows).to_pylist():
+            raw = values.pop("details")
+            out.append(Trace(**values, details=json.loads(raw) if raw else {}))
+        return out
 
     def __len__(self) -> int:
         return len(self.index)
@@ -216,7 +233,8 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[TraceStore, int]:
             continue
         items = responses if isinstance(responses, (list, tuple)) else [responses]
         order = row.get(cfg.order_field) if cfg.order_field else None
-        store.touch(prompt)
+        key = store.key(prompt)
+        store.touch(key)
         for i, text in enumerate(items):
             if not isinstance(text, str):
                 skipped += 1
@@ -241,7 +259,7 @@ def read_traces(cfg: ReplayTeacherConfig) -> tuple[TraceStore, int]:
                 details=details,
             )
             sort_key = (order if isinstance(order, (int, float)) else seen, i)
-            store.add(prompt, sort_key, seen, trace)
+            store.add(key, sort_key, seen, trace)
         seen += 1
     store.finish()
     return store, skipped
@@ -269,37 +287,79 @@ class ReplayTeacher(Teacher):
     def key_extra(self) -> dict[str, Any] | None:
         return {"replay": self.cfg.path}
 
-    def _trace(self, req: Request) -> Trace | None:
-        users = [m["content"] for m in req.messages if m.get("role") == "user"]
-        rows = self.traces.rows(users[-1] if users else "")
-        return self.traces.trace(rows[req.sample_index]) if req.sample_index < len(rows) else None
+    def _lookup(self, requests: Sequence[Request]) -> list[tuple[int, Trace | None]]:
+        """Each request's trace count for its prompt and its trace (None past the last),
+        fetched in one read; a prompt's key is hashed once, not once per sample."""
+        counts: list[int] = []
+        wanted: list[int] = []
+        found: dict[int, int] = {}
+        last: tuple[Any, list[int]] | None = None
+        for i, req in enumerate(requests):
+            if last is None or last[0] is not req.messages:
+                users = [m["content"] for m in req.messages if m.get("role") == "user"]
+                last = (req.messages, self.traces.rows(users[-1] if users else ""))
+            rows = last[1]
+            counts.append(len(rows))
+            if req.sample_index < len(rows):
+                found[i] = len(wanted)
+                wanted.append(rows[req.sample_index])
+        traces = self.traces.traces(wanted) if wanted else []
+        return [(counts[i], traces[found[i]] if i in found else None) for i in range(len(requests))]
+
+    def _completion(self, req: Request, have: int, trace: Trace | None) -> Completion:
+        if trace is None:
+            error = (
+                f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
+                f"no sample {req.sample_index}"
+            )
+            return Completion("", error=error)
+        return Completion(
+            text=trace.response, reasoning=trace.reasoning, finish_reason=trace.finish_reason
+        )
 
     def complete_many(
         self, requests: Sequence[Request], sampling: SamplingConfig
     ) -> Iterator[tuple[int, Completion]]:
-        for i, req in enumerate(requests):
-            trace = self._trace(req)
-            if trace is None:
-                users = [m["content"] for m in req.messages if m.get("role") == "user"]
-                have = len(self.traces.rows(users[-1] if users else ""))
-                error = (
-                    f"replay: {have} trace(s) for this prompt in {self.cfg.path}, "
-                    f"no sample {req.sample_index}"
-                )
-                yield i, Completion("", error=error)
-                continue
-            yield (
-                i,
-                Completion(
-                    text=trace.response,
-                    reasoning=trace.reasoning,
-                    finish_reason=trace.finish_reason,
-                ),
-            )
+        for i, (req, (have, trace)) in enumerate(
+            zip(requests, self._lookup(requests), strict=True)
+        ):
+            yield i, self._completion(req, have, trace)
+
+    def generate(
+        self,
+        problems: Sequence[Problem],
+        sampling: SamplingConfig,
+        base_seed: int,
+        start_index: int = 0,
+    ) -> list[Sample]:
+        """The base class's samples, each trace read once for the whole batch (no cache:
+        nothing is sent, so every request counts as sent, as there)."""
+        requests = self.build_requests(problems, sampling, base_seed, start_index)
+        owners = [p for p in problems for _ in range(sampling.n)]
+        self.requests_sent += len(requests)
+        out = []
+        for problem, req, (have, trace) in zip(
+            owners, requests, self._lookup(requests), strict=True
+        ):
+            c = self._completion(req, have, trace)
+            if c.error is None:
+                self.cost_spent += self.price.cost(c)
+            out.append(self._sample(problem, req, c, trace))
+        return out
 
     def _to_sample(self, problem: Problem, req: Request, c: Completion) -> Sample:
+        return self._sample(problem, req, c, self._lookup([req])[0][1])
+
+    def generate_table(
+        self, problems: pa.Table, sampling: SamplingConfig, base_seed: int
+    ) -> pa.Table:
+        """:meth:`generate` over an Arrow batch of problems (:mod:`.replay_table`)."""
+        from datagen.teachers.replay_table import generate_table
+
+        return generate_table(self, problems, sampling, base_seed)
+
+    def _sample(self, problem: Problem, req: Request, c: Completion, trace: Trace | None) -> Sample:
         sample = super()._to_sample(problem, req, c)
-        trace = self._trace(req)
         if trace is not None and self.cfg.label_field is not None:
             sample.verdicts.append(
                 Verdict(

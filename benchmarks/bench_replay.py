@@ -110,6 +110,9 @@ def _naive_grade(pair: tuple[str, str]) -> bool:
     import math_verify
 
     gold, response = pair
+    # A bare LaTeX reference ("\\frac{1}{2}") parses to nothing without math delimiters,
+    # which would fail every such trace; a user's script wraps it once they see that.
+    gold = gold if "$" in gold else f"${gold}$"
     return bool(math_verify.verify(math_verify.parse(gold), math_verify.parse(response)))
 
 

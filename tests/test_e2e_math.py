@@ -156,6 +156,9 @@ def test_kill_9_mid_generation_then_rerun_regenerates_nothing_written(source, tm
         "generation.n=3",
         "generation.max_tokens=48",
         "run.limit=3",
+        # Three requests per engine batch, so the cache fills in steps the kill can land
+        # between (the default batch holds all nine, written at once).
+        "teacher.batch_size=3",
         "run.progress=false",
         f"hydra.run.dir={run_dir}",
     ]

@@ -42,6 +42,32 @@ def qwen_config(**kw: Any) -> ReplayTeacherConfig:
     return ReplayTeacherConfig(**opts)
 
 
+def openr1_config(**kw: Any) -> ReplayTeacherConfig:
+    """The OpenR1 fixture's layout: several generations per row, labels, finish reasons."""
+    return ReplayTeacherConfig(
+        path=str(OPENR1),
+        model="DeepSeek-R1",
+        response_field="generations",
+        label_field="correctness_math_verify",
+        finish_reason_field="finish_reasons",
+        **kw,
+    )
+
+
+def math_problems(pairs: list[tuple[str, str]]) -> list[Problem]:
+    """One math problem per (prompt, reference), ids p0, p1, ..."""
+    return [
+        Problem(
+            id=f"p{i}",
+            source="t",
+            domain="math",
+            reference=ref,
+            messages=[{"role": "user", "content": text}],
+        )
+        for i, (text, ref) in enumerate(pairs)
+    ]
+
+
 def unique_problems(
     path: Path, prompt_field: str = "problem", id_field: str = "id", reference_field: str = "answer"
 ) -> list[Problem]:
@@ -95,29 +121,14 @@ def test_asking_for_more_samples_than_stored_marks_the_rest_failed():
 
 
 def test_openr1_layout_lists_think_blocks_and_finish_reasons(tmp_path):
-    cfg = ReplayTeacherConfig(
-        path=str(OPENR1),
-        model="DeepSeek-R1",
-        response_field="generations",
-        label_field="correctness_math_verify",
-        finish_reason_field="finish_reasons",
+    cfg = openr1_config()
+    problems = math_problems(
+        [
+            ("What is $3 \\times 4$?", "12"),
+            ("Simplify $\\frac{6}{8}$.", "\\frac34"),
+            ("Let $x+1=3$.   Find $x$.", "2"),
+        ]
     )
-    problems = [
-        Problem(
-            id=f"p{i}",
-            source="t",
-            domain="math",
-            reference=ref,
-            messages=[{"role": "user", "content": text}],
-        )
-        for i, (text, ref) in enumerate(
-            [
-                ("What is $3 \\times 4$?", "12"),
-                ("Simplify $\\frac{6}{8}$.", "\\frac34"),
-                ("Let $x+1=3$.   Find $x$.", "2"),
-            ]
-        )
-    ]
     teacher = build_teacher(cfg, tmp_path)  # through the registry, as the stage does
     assert teacher.skipped == 2 and teacher.cache is None
     samples = teacher.generate(problems, SamplingConfig(n=2), 0)
@@ -198,26 +209,10 @@ def test_table_path_gives_the_record_paths_rows(tmp_path, label):
 
     from datagen.records import Sample
 
-    cfg = ReplayTeacherConfig(
-        path=str(OPENR1),
-        model="DeepSeek-R1",
-        response_field="generations",
-        label_field="correctness_math_verify",
-        finish_reason_field="finish_reasons",
-        detail_fields=["problem"],
+    cfg = openr1_config(detail_fields=["problem"])
+    problems = math_problems(
+        [("What is $3 \\times 4$?", "12"), ("Let $x+1=3$.   Find $x$.", "2"), ("None", "0")]
     )
-    problems = [
-        Problem(
-            id=f"p{i}",
-            source="t",
-            domain="math",
-            reference=ref,
-            messages=[{"role": "user", "content": text}],
-        )
-        for i, (text, ref) in enumerate(
-            [("What is $3 \\times 4$?", "12"), ("Let $x+1=3$.   Find $x$.", "2"), ("None", "0")]
-        )
-    ]
     teacher = build_teacher(cfg, tmp_path)
     teacher.label = label
     schema = Sample.FEATURES.arrow_schema

@@ -2,8 +2,14 @@
 
 The teacher is ``tests/helpers/latency_server.py`` run as its own process with
 no delay (``--median 0``): an OpenAI-compatible server that answers every
-request at once with ``\\boxed{42}``. A third of the synthetic problems have 42
-as their reference, so math-verify passes some samples and fails the rest.
+request at once. By default (``--answers real``) the problems are the 100 MATH
+problems of ``tests/fixtures/math/traces_qwen25_math_cot_100.jsonl``, each copy
+with a distinct prompt, and the server answers with one of the 8 real
+Qwen2.5-Math responses to that problem: verify grades real traces against
+LaTeX references (fractions, radicals, intervals...), most of which need
+math-verify rather than the plain-number fast path. ``--answers canned``
+answers ``\\boxed{42}`` to synthetic sums (a third have 42 as reference), where
+verify is nearly free.
 Every stage is the real one (load, decontaminate against the math benchmarks,
 dedup, generate over the openai SDK with its request cache, verify with
 math-verify, filter, emit); each run starts from an empty run directory.
@@ -41,17 +47,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "tests" / "helpers" / "latency_server.py"
+TRACES = ROOT / "tests" / "fixtures" / "math" / "traces_qwen25_math_cot_100.jsonl"
 RESULT = ROOT / "benchmarks" / "results" / "bench_ray.json"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def write_problems(path: Path, count: int) -> None:
+def write_problems(path: Path, count: int, answers: str) -> None:
+    """``count`` problems: copies of the real MATH problems, or synthetic sums."""
+    real: dict[int, dict] = {}
+    if answers == "real":
+        for line in TRACES.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            real.setdefault(row["problem_idx"], row)
+    groups = sorted(real)
     with open(path, "w") as fh:
         for i in range(count):
-            answer = "42" if i % 3 == 0 else str(2 * i + 1)  # the server always says 42
-            row = {"id": f"p{i:06d}", "problem": f"What is {i} + {i + 1}?", "answer": answer}
+            if groups:
+                g = groups[i % len(groups)]
+                prompt = f"(copy {i // len(groups)} of problem {g}) {real[g]['problem']}"
+                row = {"id": f"p{i:06d}", "problem": prompt, "answer": real[g]["answer"]}
+            else:
+                answer = "42" if i % 3 == 0 else str(2 * i + 1)  # the server always says 42
+                row = {"id": f"p{i:06d}", "problem": f"What is {i} + {i + 1}?", "answer": answer}
             fh.write(json.dumps(row) + "\n")
 
 
@@ -105,7 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs given to the Ray instance")
-    parser.add_argument("--batch-size", type=int, default=64, help="run.batch_size (rows per call)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="run.batch_size")
+    parser.add_argument(
+        "--answers", choices=["real", "canned"], default="real", help="see the module docstring"
+    )
     parser.add_argument("--save", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULT, help="where --save writes")
     args = parser.parse_args()
@@ -115,10 +137,13 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     source = tmp / "problems.jsonl"
-    write_problems(source, args.problems)
+    write_problems(source, args.problems, args.answers)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--median=0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SERVER), "--median=0"]
+        + ([f"--traces={TRACES}"] if args.answers == "real" else []),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         port = int(proc.stdout.readline())  # type: ignore[union-attr]
@@ -139,6 +164,7 @@ def main() -> None:
         "benchmark": "bench_ray",
         "problems": args.problems,
         "samples_per_problem": runs["local"]["samples"] // args.problems,
+        "answers": args.answers,
         "ray_cpus": args.cpus,
         "batch_size": args.batch_size,
         "machine": {

@@ -3,7 +3,8 @@
 It stands in for a reasoning model's server where only *when* answers arrive
 matters: each request waits a time drawn from a lognormal (plus a share of
 requests at ``tail_factor`` times the median, like traces that run to
-``max_tokens``), then answers with canned text. The delay is a function of the
+``max_tokens``), then answers with canned text, or with ``--traces`` one of the
+real responses to the problem the prompt names. The delay is a function of the
 request's prompt and seed, so two clients sending the same requests meet the
 same latencies. It counts requests per (prompt, seed), which is how tests
 prove that a resumed run sent nothing twice.
@@ -22,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 import statistics
 import sys
 import threading
@@ -70,9 +72,37 @@ class Counts:
         }
 
 
-def completion(body: dict[str, Any], key: str) -> dict[str, Any]:
+COPY_MARK = re.compile(r"\(copy \d+ of problem (\d+)\)")
+"""How a benchmark's prompt names the real problem whose traces answer it."""
+
+
+def load_traces(path: str) -> dict[int, list[str]]:
+    """Real responses by problem, from a JSONL file of ``problem_idx`` / ``response`` rows."""
+    by_problem: dict[int, list[str]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            by_problem.setdefault(int(row["problem_idx"]), []).append(row["response"])
+    return by_problem
+
+
+def answer_text(body: dict[str, Any], key: str, traces: dict[int, list[str]] | None) -> str:
+    """A canned ``\\boxed{42}``, or, with ``traces``, one of the real responses to the
+    problem the prompt names (:data:`COPY_MARK`), picked by the request's hash."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if traces:
+        found = COPY_MARK.search(key)
+        if found and int(found.group(1)) in traces:
+            options = traces[int(found.group(1))]
+            return options[int(digest[:8], 16) % len(options)]
+    return f"<think>Working it out ({digest[:12]}).</think>The answer is \\boxed{{42}}."
+
+
+def completion(
+    body: dict[str, Any], key: str, traces: dict[int, list[str]] | None = None
+) -> dict[str, Any]:
     tag = hashlib.sha256(key.encode()).hexdigest()[:12]
-    text = f"<think>Working it out ({tag}).</think>The answer is \\boxed{{42}}."
+    text = answer_text(body, key, traces)
     return {
         "id": f"chatcmpl-{tag}",
         "object": "chat.completion",
@@ -94,6 +124,7 @@ async def _handle(
     writer: asyncio.StreamWriter,
     latency: Latency,
     counts: Counts,
+    traces: dict[int, list[str]] | None = None,
 ) -> None:
     try:
         while True:
@@ -116,7 +147,7 @@ async def _handle(
                 delay = latency.of(key)
                 if delay:
                     await asyncio.sleep(delay)
-                payload = completion(body, key)
+                payload = completion(body, key, traces)
             data = json.dumps(payload).encode()
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -130,9 +161,14 @@ async def _handle(
         writer.close()
 
 
-async def _serve(latency: Latency, counts: Counts, port: int = 0) -> asyncio.Server:
+async def _serve(
+    latency: Latency,
+    counts: Counts,
+    port: int = 0,
+    traces: dict[int, list[str]] | None = None,
+) -> asyncio.Server:
     return await asyncio.start_server(
-        lambda r, w: _handle(r, w, latency, counts), "127.0.0.1", port, backlog=4096
+        lambda r, w: _handle(r, w, latency, counts, traces), "127.0.0.1", port, backlog=4096
     )
 
 
@@ -178,11 +214,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tail-share", type=float, default=0.05)
     parser.add_argument("--tail-factor", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--traces", help="JSONL of real responses (problem_idx, response) to answer with"
+    )
     args = parser.parse_args(argv)
     latency = Latency(args.median, args.sigma, args.tail_share, args.tail_factor)
+    traces = load_traces(args.traces) if args.traces else None
 
     async def run() -> None:
-        server = await _serve(latency, Counts(), args.port)
+        server = await _serve(latency, Counts(), args.port, traces)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import datasets
+import pyarrow as pa
 
 Domain = Literal["math", "code", "general"]
 DOMAINS: tuple[str, ...] = ("math", "code", "general")
@@ -36,6 +38,16 @@ def column_values(data: datasets.Dataset, name: str) -> list[Any]:
     (issue 19). Index mappings (``select``, ``filter``) are honoured.
     """
     return data.with_format("arrow")[name].to_pylist()
+
+
+def arrow_columns(data: datasets.Dataset, names: Sequence[str]) -> pa.Table:
+    """The columns of ``names`` that ``data`` has, as one Arrow table (no Python rows).
+
+    Index mappings (``select``, ``filter``) are honoured; without one this is a
+    zero-copy view of the memory-mapped data.
+    """
+    present = [n for n in names if n in data.column_names]
+    return data.select_columns(present).with_format("arrow")[:]
 
 
 def content_hash(*parts: Any, length: int = 16) -> str:

@@ -17,17 +17,18 @@ import json
 import logging
 import re
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
+import polars as pl
 import yaml
 
 from datagen.output.card import redact
-from datagen.output.difficulty import BUCKETS, difficulty, prompt_stats
-from datagen.records import Problem, Sample, column_values
+from datagen.records import column_values
+from datagen.report_tables import disagreements, pass_rate_tables, problem_labels, sample_frame
 from datagen.stages import STAGES
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ logger = logging.getLogger(__name__)
 GENERATE_STAGES = ("generate", "generate_adaptive")
 VERIFY_STAGES = ("verify", "verify_groups")
 OUTPUTS = ("sft_positive", "sft_negative", "redi_pairs")
-DIFFICULTY_FIELDS = ("level", "difficulty")
-"""Problem metadata fields read as the source's own difficulty label, first present wins."""
 EXAMPLE_CHARS = 6000
 """Longer example messages are cut to this many characters in the report."""
 
@@ -150,80 +149,16 @@ def build_funnel(run_dir: Path) -> list[dict[str, Any]]:
     return steps
 
 
-def _problems(run_dir: Path, folders: Sequence[tuple[str, str]]) -> dict[str, Problem]:
-    """Problems by id, from the last problem-level stage before generation."""
-    problems: dict[str, Problem] = {}
+def _problems(run_dir: Path, folders: Sequence[tuple[str, str]]) -> datasets.Dataset | None:
+    """The last problem-level stage's data before generation (the problems the samples answer)."""
+    problems = None
     for name, folder in folders:
         if name in GENERATE_STAGES:
             break
         data = load_stage(run_dir, folder, "data")
         if data is not None and "problem_id" not in data.column_names:
-            light = data.remove_columns([c for c in ("messages",) if c in data.column_names])
-            problems = {row["id"]: Problem.from_row({**row, "messages": []}) for row in light}
+            problems = data
     return problems
-
-
-def _rates(groups: dict[str, list[bool | None]]) -> list[dict[str, Any]]:
-    rows = []
-    for key in sorted(groups):
-        counts = outcome_counts(groups[key])
-        graded = counts["positive"] + counts["negative"]
-        rate = round(counts["positive"] / graded, 4) if graded else None
-        rows.append({"group": key, **counts, "pass_rate": rate})
-    return rows
-
-
-def pass_rate_tables(
-    samples: Iterable[Sample], problems: dict[str, Problem], edges: Sequence[float]
-) -> dict[str, list[dict[str, Any]]]:
-    """Pass rate of the kept samples by source, domain, teacher and difficulty.
-
-    ``source difficulty`` is the problem's own label (``level``/``difficulty`` metadata);
-    ``difficulty bucket`` groups prompts by their measured pass rate
-    (:func:`datagen.output.difficulty.difficulty`), so it shows how the rows spread.
-    """
-    by: dict[str, dict[str, list[bool | None]]] = defaultdict(lambda: defaultdict(list))
-    buckets = {
-        pid: difficulty(st.pass_rate, tuple(edges)) for pid, st in prompt_stats(samples).items()
-    }
-    for s in samples:
-        problem = problems.get(s.problem_id)
-        meta = problem.metadata if problem else {}
-        source = str(meta.get("source") or (problem.source if problem else "?"))
-        by["source"][source].append(s.passed)
-        by["domain"][s.domain].append(s.passed)
-        by["teacher"][f"{s.teacher} ({s.model})"].append(s.passed)
-        level = next((meta[f] for f in DIFFICULTY_FIELDS if meta.get(f) is not None), None)
-        if level is not None:
-            by["source difficulty"][str(level)].append(s.passed)
-        by["difficulty bucket"][buckets.get(s.problem_id, "ungraded")].append(s.passed)
-    tables = {name: _rates(groups) for name, groups in by.items()}
-    if "difficulty bucket" in tables:
-        order = {b: i for i, b in enumerate(BUCKETS)}
-        tables["difficulty bucket"].sort(key=lambda r: order.get(r["group"], len(order)))
-    return tables
-
-
-def disagreements(samples: Iterable[Sample], examples: int = 5) -> dict[str, Any]:
-    """Samples on which verifiers that decided (not the combined ``ensemble``) disagree."""
-    pairs: Counter[str] = Counter()
-    found = []
-    compared = 0
-    for s in samples:
-        decided = {v.verifier: v.passed for v in s.verdicts if v.verifier != "ensemble"}
-        decided = {k: v for k, v in decided.items() if v is not None}
-        if len(decided) < 2:
-            continue
-        compared += 1
-        if len(set(decided.values())) > 1:
-            pairs[" vs ".join(sorted(decided))] += 1
-            found.append({"sample": s.id, "problem": s.problem_id, "verdicts": decided})
-    return {
-        "compared": compared,
-        "disagreements": len(found),
-        "by_verifiers": dict(pairs),
-        "examples": found[:examples],
-    }
 
 
 def cost_table(run_dir: Path, folders: Sequence[tuple[str, str]], funnel: list[dict]) -> dict:
@@ -255,7 +190,7 @@ def cost_table(run_dir: Path, folders: Sequence[tuple[str, str]], funnel: list[d
     return out
 
 
-def token_lengths(run_dir: Path, final: Iterable[Sample]) -> dict[str, list[int]]:
+def token_lengths(run_dir: Path, final: pl.DataFrame) -> dict[str, list[int]]:
     """Response lengths of positives and negatives: the emitted SFT rows' token counts,
     else the teacher's completion tokens of the kept samples."""
     lengths: dict[str, list[int]] = {}
@@ -264,9 +199,10 @@ def token_lengths(run_dir: Path, final: Iterable[Sample]) -> dict[str, list[int]
         if path.exists():
             lengths[key] = column_values(datasets.load_from_disk(str(path)), "response_tokens")
     if not lengths:
+        tokens = final.get_column("completion_tokens") if "completion_tokens" in final else None
         lengths = {
-            "positives": [s.completion_tokens for s in final if s.passed is True],
-            "negatives": [s.completion_tokens for s in final if s.passed is False],
+            key: [] if tokens is None else tokens.filter(final["passed"] == want).to_list()
+            for key, want in (("positives", True), ("negatives", False))
         }
     return lengths
 
@@ -292,31 +228,6 @@ def examples(run_dir: Path) -> dict[str, Any]:
     return found
 
 
-TEXT_COLUMNS = ("messages", "reasoning", "content")
-"""Sample columns the report never reads (the bulk of a run's bytes)."""
-
-
-class FinalSamples:
-    """The run's final samples without their text, re-read from disk on every pass.
-
-    The report passes over them a few times; holding a million samples (tens of GB
-    of traces) as objects is what it must not do.
-    """
-
-    def __init__(self, data: datasets.Dataset, rows: int = 1024) -> None:
-        drop = [c for c in TEXT_COLUMNS if c in data.column_names]
-        self.data = data.remove_columns(drop)
-        self.rows = rows
-
-    def __iter__(self) -> Iterator[Sample]:
-        for table in self.data.with_format("arrow").iter(batch_size=self.rows):
-            for row in table.to_pylist():
-                yield Sample.from_row({**row, "messages": []})
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
 def collect_report(run_dir: Path) -> dict[str, Any]:
     """Everything the report shows, computed from the run directory."""
     run_dir = Path(run_dir)
@@ -329,11 +240,7 @@ def collect_report(run_dir: Path) -> dict[str, Any]:
     config_path = run_dir / "config.yaml"
     config = redact(yaml.safe_load(config_path.read_text())) if config_path.exists() else {}
     final_data = load_stage(run_dir, folders[-1][1], "data") if folders else None
-    final: Iterable[Sample] = (
-        FinalSamples(final_data)
-        if final_data is not None and "problem_id" in final_data.column_names
-        else []
-    )
+    final = sample_frame(final_data)
     edges = (config.get("output") or {}).get("difficulty_edges") or (0.3, 0.7)
     funnel = build_funnel(run_dir)
     report: dict[str, Any] = {
@@ -341,10 +248,10 @@ def collect_report(run_dir: Path) -> dict[str, Any]:
         "pipeline": (config.get("pipeline") or {}).get("name"),
         "funnel": funnel,
         "stages": _stage_rows(run_dir),
-        "pass_rates": pass_rate_tables(final, _problems(run_dir, folders), edges),
+        "pass_rates": pass_rate_tables(final, problem_labels(_problems(run_dir, folders)), edges),
         "token_lengths": token_lengths(run_dir, final),
         "cost": cost_table(run_dir, folders, funnel),
-        "disagreements": disagreements(final),
+        "disagreements": disagreements(final_data if len(final) else None),
         "examples": examples(run_dir),
         "config": config,
     }

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb
 
+import polars as pl
+
 from datagen.records import Sample
 
 BUCKETS: tuple[str, ...] = ("unsolved", "hard", "medium", "easy", "solved", "ungraded")
@@ -81,6 +83,32 @@ def difficulty(pass_rate: float | None, edges: Sequence[float] = (0.3, 0.7)) -> 
     if pass_rate < low:
         return "hard"
     return "medium" if pass_rate < high else "easy"
+
+
+def bucket_expr(positives: str, negatives: str, edges: Sequence[float] = (0.3, 0.7)) -> pl.Expr:
+    """:func:`difficulty` as a polars expression over count columns (same float arithmetic).
+
+    >>> frame = pl.DataFrame({"p": [0, 1, 1, 3, 2, 0], "n": [2, 3, 1, 1, 0, 0]})
+    >>> frame.select(bucket_expr("p", "n"))["bucket"].to_list()
+    ['unsolved', 'hard', 'medium', 'easy', 'solved', 'ungraded']
+    """
+    low, high = edges
+    graded = pl.col(positives) + pl.col(negatives)
+    rate = pl.col(positives) / graded
+    return (
+        pl.when(graded == 0)
+        .then(pl.lit("ungraded"))
+        .when(rate <= 0.0)
+        .then(pl.lit("unsolved"))
+        .when(rate >= 1.0)
+        .then(pl.lit("solved"))
+        .when(rate < low)
+        .then(pl.lit("hard"))
+        .when(rate < high)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("easy"))
+        .alias("bucket")
+    )
 
 
 def pass_rate_summary(samples: Sequence[Sample], edges: Sequence[float]) -> dict[str, object]:

@@ -89,15 +89,21 @@ def unverifiable_reason(final: datasets.Dataset) -> dict[str, Any] | None:
 
 
 def no_verifier_counts(final: datasets.Dataset) -> dict[str, int]:
-    """Samples of ``final`` that no verifier graded (no route configured), by route key."""
+    """Samples of ``final`` that no verifier graded (no route configured), by route key.
+
+    The verdicts are flattened in Arrow and only the unrouted ones' details are read.
+    """
     counts: Counter[str] = Counter()
-    for verdicts in final.with_format("arrow")["verdicts"].to_pylist():  # no row loop
-        for verdict in verdicts:
-            if verdict.get("verifier") == UNROUTED:
-                details = verdict.get("details") or {}
-                if isinstance(details, str):
-                    details = json.loads(details)
-                counts[str(details.get("route"))] += 1
+    if not len(final):
+        return {}
+    verdicts = final.with_format("arrow").select_columns(["verdicts"])[:].column("verdicts")
+    flat = pc.list_flatten(verdicts)
+    unrouted = flat.filter(pc.equal(pc.struct_field(flat, "verifier"), UNROUTED))
+    for details in pc.struct_field(unrouted, "details").to_pylist():
+        details = details or {}
+        if isinstance(details, str):
+            details = json.loads(details)
+        counts[str(details.get("route"))] += 1
     return dict(sorted(counts.items()))
 
 

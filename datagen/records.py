@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -48,6 +48,15 @@ def arrow_columns(data: datasets.Dataset, names: Sequence[str]) -> pa.Table:
     """
     present = [n for n in names if n in data.column_names]
     return data.select_columns(present).with_format("arrow")[:]
+
+
+def arrow_rows(data: datasets.Dataset, batch_size: int = 4096) -> Iterator[dict[str, Any]]:
+    """``data``'s rows as dicts, converted a batch at a time through Arrow.
+
+    Iterating a ``datasets.Dataset`` formats every row on its own, several times slower.
+    """
+    for table in data.with_format("arrow").iter(batch_size=batch_size):
+        yield from table.to_pylist()
 
 
 def content_hash(*parts: Any, length: int = 16) -> str:

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow.compute as pc
 
 from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.output.funnel import source_funnel
-from datagen.records import ROLE_STUDENT, column_values
+from datagen.records import ROLE_STUDENT, arrow_columns, column_values
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
 
@@ -54,8 +56,10 @@ def build_summary(
     if gen_name and results:
         final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
         if "role" in final.column_names:  # the student's samples are reported on their own
-            # In memory: a cache file in the stage folder would change its fingerprint.
-            final = final.filter(lambda r: r["role"] != ROLE_STUDENT, keep_in_memory=True)
+            roles = arrow_columns(final, ["role"]).column("role")
+            teacher = pc.fill_null(pc.not_equal(roles, ROLE_STUDENT), True)
+            if not pc.all(teacher).as_py():  # an index mapping, no cache file in the stage
+                final = final.select(np.flatnonzero(teacher.to_numpy(zero_copy_only=False)))
         passed = column_values(final, "passed")
         summary["samples_kept"] = len(final)
         summary["positives"] = sum(p is True for p in passed)

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import polars as pl
 
-from datagen.records import column_values
+from datagen.records import arrow_columns
 
 FUNNEL_KEYS = (
     "loaded",
@@ -67,10 +68,10 @@ class Funnel:
         for table, name in ((self.by_source, source), (self.by_domain, domain)):
             self._rows(table, name)[key] += amount
 
-    def add_emitted(self, output: str, source: str, domain: str) -> None:
+    def add_emitted(self, output: str, source: str, domain: str, amount: int = 1) -> None:
         for table, name in ((self.by_source, source), (self.by_domain, domain)):
             emitted = self._rows(table, name)["emitted"]
-            emitted[output] = emitted.get(output, 0) + 1
+            emitted[output] = emitted.get(output, 0) + amount
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,29 @@ def _kind(reason: str | None) -> str:
     return {"contaminated": "contaminated", "duplicate": "duplicate"}.get(head, "set_aside")
 
 
+def groups(data: Any, columns: Sequence[str], *, pid: str | None = None) -> list[tuple]:
+    """Rows of ``data`` counted per distinct value of ``columns``, by polars over Arrow.
+
+    Returns:
+        ``(*values, rows, tokens, prompts)`` per group: ``tokens`` sums
+        ``completion_tokens`` when ``data`` has it (nulls as 0), ``prompts`` counts the
+        distinct ``pid`` values; no Python object is made per row.
+    """
+    tables = [t for t in (data if isinstance(data, list) else [data]) if t is not None]
+    wanted = [*columns, *([pid] if pid else []), "completion_tokens"]
+    frames = [pl.from_arrow(arrow_columns(t, wanted)) for t in tables if len(t)]
+    if not frames:
+        return []
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    aggs = [pl.len().alias("_rows")]
+    if "completion_tokens" in frame.columns:
+        aggs.append(pl.col("completion_tokens").fill_null(0).cast(pl.Int64).sum().alias("_t"))
+    else:
+        aggs.append(pl.lit(0).alias("_t"))
+    aggs.append(pl.col(pid).n_unique().alias("_p") if pid else pl.lit(0).alias("_p"))
+    return frame.group_by(list(columns), maintain_order=True).agg(aggs).rows()
+
+
 def count_stage_dirs(funnel: Funnel, stage_dirs: Sequence[Path]) -> None:
     """Loaded, set aside, generated, samples and tokens from the stages' folders, in order."""
     sample_stage_seen = False
@@ -102,36 +126,26 @@ def count_stage_dirs(funnel: Funnel, stage_dirs: Sequence[Path]) -> None:
             continue
         is_samples = "problem_id" in data.column_names
         if position == 0 and not is_samples:
-            for src, dom in zip(
-                column_values(data, "source"), column_values(data, "domain"), strict=True
-            ):
-                funnel.add(src, dom, "loaded")
+            for src, dom, rows, _, _ in groups(data, ("source", "domain")):
+                funnel.add(src, dom, "loaded", rows)
         sides = [p for p in parts if p.name != "data"]
         if not is_samples:
             for side in sides:
                 ds = _load(side, ("source", "domain", "reject_reason"))
-                cols = [column_values(ds, c) for c in ("source", "domain", "reject_reason")]
-                for src, dom, why in zip(*cols, strict=True):
-                    funnel.add(src, dom, _kind(why))
+                for src, dom, why, rows, _, _ in groups(ds, ("source", "domain", "reject_reason")):
+                    funnel.add(src, dom, _kind(why), rows)
             continue
         if sample_stage_seen:
             continue
         sample_stage_seen = True  # the generation stage: every sample it made
-        for part in [sdir / "data", *sides]:
-            ds = _load(part, ("source", "domain", "problem_id", "completion_tokens"))
-            if ds is None:
-                continue
-            cols = [
-                column_values(ds, c)
-                for c in ("source", "domain", "problem_id", "completion_tokens")
-            ]
-            for src, dom, pid, tokens in zip(*cols, strict=True):
-                funnel.add(src, dom, "samples")
-                funnel.add(src, dom, "tokens", int(tokens or 0))
-                seen = funnel._generated.setdefault((src, dom), set())
-                if pid not in seen:
-                    seen.add(pid)
-                    funnel.add(src, dom, "generated")
+        cols = ("source", "domain", "problem_id", "completion_tokens")
+        loaded = [_load(part, cols) for part in [sdir / "data", *sides]]
+        for src, dom, rows, tokens, prompts in groups(
+            loaded, ("source", "domain"), pid="problem_id"
+        ):
+            funnel.add(src, dom, "samples", rows)
+            funnel.add(src, dom, "tokens", int(tokens))
+            funnel.add(src, dom, "generated", prompts)
 
 
 def count_rejects(funnel: Funnel, rejects: Path) -> None:
@@ -175,21 +189,19 @@ def source_funnel(
         funnel._rows(funnel.by_source, name)
     count_rejects(funnel, Path(run_dir) / "rejects.jsonl")
     count_stage_dirs(funnel, stage_dirs)
-    for row in _rows(final, ("source", "domain", "passed")):
-        if row["passed"] is True:
-            funnel.add(row["source"], row["domain"], "positive")
-        elif row["passed"] is False:
-            funnel.add(row["source"], row["domain"], "negative")
+    if isinstance(final, datasets.Dataset):
+        for src, dom, passed, rows, _, _ in groups(final, ("source", "domain", "passed")):
+            if passed is not None:
+                funnel.add(src, dom, "positive" if passed else "negative", rows)
+    else:
+        for row in final:
+            if row.passed is True:
+                funnel.add(row.source, row.domain, "positive")
+            elif row.passed is False:
+                funnel.add(row.source, row.domain, "negative")
     for name, ds in outputs.items():
         if ds is None or not len(ds):
             continue
-        for src, dom in zip(column_values(ds, "source"), column_values(ds, "domain"), strict=True):
-            funnel.add_emitted(name, src, dom)
+        for src, dom, rows, _, _ in groups(ds, ("source", "domain")):
+            funnel.add_emitted(name, src, dom, rows)
     return funnel.as_dict()
-
-
-def _rows(final: Any, columns: tuple[str, ...]) -> Iterable[dict[str, Any]]:
-    if isinstance(final, datasets.Dataset):
-        cols = [column_values(final, c) for c in columns]
-        return (dict(zip(columns, values, strict=True)) for values in zip(*cols, strict=True))
-    return ({c: getattr(r, c) for c in columns} for r in final)

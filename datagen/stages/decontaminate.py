@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen.config import ConfigError
-from datagen.records import DOMAINS, Problem, content_hash
+from datagen.records import DOMAINS, Problem, arrow_rows, content_hash
 from datagen.similarity import LEAK_METHODS, EmbeddingSpec, Item, LeakIndex
 from datagen.sources import resolve_path
 from datagen.stages.base import Stage, StageContext, register_stage
@@ -238,7 +238,7 @@ def write_decontam_report(stage_dir: Path, max_chars: int = 300) -> dict[str, An
     items = []
     by_benchmark: dict[str, int] = {}
     by_method: dict[str, int] = {}
-    for row in aside:
+    for row in arrow_rows(aside):
         p = Problem.from_row(row)
         ev = p.metadata.get("contamination", {})
         by_benchmark[ev.get("benchmark", "?")] = by_benchmark.get(ev.get("benchmark", "?"), 0) + 1

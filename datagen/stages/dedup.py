@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen.config import ConfigError
-from datagen.records import Problem, Sample
+from datagen.records import Problem, Sample, arrow_rows, column_values
 from datagen.similarity import (
     Embedder,
     EmbeddingSpec,
@@ -340,7 +340,7 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
     aside = datasets.load_from_disk(str(stage_dir / "duplicates"))
     clusters: dict[str, list[dict[str, Any]]] = {}
     by_method: dict[str, int] = {}
-    for row in aside:
+    for row in arrow_rows(aside):
         p = Problem.from_row(row)
         info = p.metadata.get("duplicate") or {"method": "exact", "score": 1.0}
         by_method[info["method"]] = by_method.get(info["method"], 0) + 1
@@ -353,7 +353,7 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
     )[:examples]
     kept = datasets.load_from_disk(str(stage_dir / "data"))
     wanted = {cid for cid, _ in ordered}
-    positions = [i for i, pid in enumerate(kept["id"]) if pid in wanted]
+    positions = [i for i, pid in enumerate(column_values(kept, "id")) if pid in wanted]
     heads = {row["id"]: Problem.from_row(row).prompt[:max_chars] for row in kept.select(positions)}
     report = {
         "duplicates": len(aside),

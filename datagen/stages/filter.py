@@ -12,8 +12,11 @@ way a row gets the reason :func:`reject_reason` gives its record.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,12 @@ NGRAM = 8
 
 _MULTIPLIERS = {w: np.uint64(pow(1_000_003, w, 1 << 64)) for w in (1, 2, 4)}
 """Powers of the n-gram hash's multiplier (numpy wraps uint64 products at 2**64)."""
+
+THREADS = max(1, min(2, os.cpu_count() or 1))
+"""Threads that bound a batch's repetition at once (the stage runs in the main process)."""
+
+MIN_THREAD_ROWS = 128
+"""Below this many rows per thread a batch is bounded in one piece."""
 
 _NOT_PYTHON_SPACE = "[\\x1c-\\x1f]"
 """ASCII characters ``str.split`` takes for whitespace but Arrow's ASCII split does not."""
@@ -138,12 +147,34 @@ def repetition_bounds(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         key.sort()
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         runs = np.diff(np.r_[starts, len(key)])
-        np.maximum.at(top, (key[starts] >> np.uint64(40)).astype(np.int64), runs)
+        owner = (key[starts] >> np.uint64(40)).astype(np.int64)  # sorted: rows run in order
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        top[owner[first]] = np.maximum.reduceat(runs, first)  # the longest run per row
     fractions = np.zeros(len(where))
     fractions[long_enough] = top[long_enough] * n / counts[long_enough]
     bound[where] = fractions
     short[where] = ~long_enough
     return bound, short
+
+
+@functools.cache
+def _threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(THREADS, thread_name_prefix="filter")
+
+
+def _bounds_in_threads(texts: pa.Array) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`repetition_bounds` of ``texts`` in up to :data:`THREADS` pieces at once.
+
+    Arrow, polars and numpy release the GIL in these kernels, so a batch is bounded
+    on both cores; each piece is at most 2**16 rows (the sort key holds 24 bits of row).
+    """
+    rows = len(texts)
+    pieces = THREADS if rows >= 2 * MIN_THREAD_ROWS else 1
+    step = min(1 << 16, -(-rows // pieces))
+    slices = [texts.slice(lo, step) for lo in range(0, rows, step)]
+    if len(slices) == 1:
+        return [repetition_bounds(slices[0])]
+    return list(_threads().map(repetition_bounds, slices))
 
 
 def _no_answer_rows(verdicts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -189,8 +220,7 @@ def filter_table(table: pa.Table, ctx: StageContext, *, cfg: dict[str, Any]) -> 
     texts = pc.binary_join_element_wise(
         pc.fill_null(table["reasoning"], ""), pc.fill_null(table["content"], ""), "\n"
     ).combine_chunks()
-    step = 1 << 16  # rows per call (repetition_bounds keys rows on 24 bits)
-    parts = [repetition_bounds(texts.slice(lo, step)) for lo in range(0, rows, step)]
+    parts = _bounds_in_threads(texts)
     bound = np.concatenate([p[0] for p in parts])
     zero = np.concatenate([p[1] for p in parts])
     limit = fcfg.max_repeated_ngram_fraction

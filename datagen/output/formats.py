@@ -10,6 +10,7 @@ TRL reads (``completion``, ``label``), so TRL sees exactly one format.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +157,20 @@ def to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datas
         table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # values that need datasets' own encoding
         return datasets.Dataset.from_list(rows, features=features)
-    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+    info = datasets.DatasetInfo(features=features)
+    return datasets.Dataset(table, info=info, fingerprint=table_fingerprint(table))
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """A content hash of ``table`` (its Arrow IPC bytes, schema and features included).
+
+    What ``datasets`` would compute by pickling the table through its hasher, which was
+    a quarter of emit's time (issue 19); this reads the same bytes once, in C.
+    """
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.blake2b(sink.getvalue(), digest_size=8).hexdigest()
 
 
 def assistant_text(sample: Sample, reasoning_in_content: bool = True) -> str:

@@ -200,8 +200,12 @@ def build_pairs(
     cap = 1 if cfg.pair_policy == "random" else cfg.max_pairs_per_prompt
     rates = prompt_stats([s for s in samples if s.role != ROLE_STUDENT])
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    hashes: dict[tuple, str] = {}  # a prompt's samples share its messages: hash them once
     for s in samples:
-        groups[(s.problem_id, content_hash(s.messages))].append(s)
+        key = tuple(tuple(sorted(m.items())) for m in s.messages)
+        if key not in hashes:
+            hashes[key] = content_hash(s.messages)
+        groups[(s.problem_id, hashes[key])].append(s)
 
     left_out: Counter[str] = Counter()
     both_before = 0

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow.compute as pc
 
 from datagen.config import OutputConfig
 from datagen.output.builders import (
@@ -50,7 +52,7 @@ from datagen.output.publish import (
 from datagen.output.student import teacher_samples
 from datagen.output.subsets import domain_data_files, write_domain_files
 from datagen.output.tokens import TokenCounter
-from datagen.records import ROLE_STUDENT, Sample, column_values
+from datagen.records import ROLE_STUDENT, Sample, arrow_columns, arrow_rows, column_values
 from datagen.safetext import redact_config
 from datagen.sources import resolve_path, uses_datasets
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
@@ -98,21 +100,23 @@ def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, An
             prompt_chunks(data), ocfg, cfg["run.seed"], counter, work, tally, student
         )
         table = teacher_table(table_samples(data, counter), counter)  # one pass
+        roles = (
+            pc.fill_null(arrow_columns(data, ["role"]).column("role"), "").to_numpy(
+                zero_copy_only=False
+            )
+            if "role" in data.column_names
+            else None
+        )
+        is_student = roles == ROLE_STUDENT if roles is not None else None
         students = (
-            [
-                Sample.from_row(r)
-                for r, role in zip(data, column_values(data, "role"), strict=True)
-                if role == "student"
-            ]
-            if student and "role" in data.column_names
+            [Sample.from_row(r) for r in arrow_rows(data.select(np.flatnonzero(is_student)))]
+            if student and is_student is not None
             else []
         )
         sections = curation_sections(table, student_report_of(students, ctx), ocfg, outputs)
         final = data.select_columns([c for c in FUNNEL_COLUMNS if c in data.column_names])
-        if "role" in final.column_names:  # the funnel counts the teachers' samples
-            final = final.filter(
-                lambda role: role != ROLE_STUDENT, input_columns="role", keep_in_memory=True
-            )
+        if is_student is not None and is_student.any():  # the funnel counts the teachers'
+            final = final.select(np.flatnonzero(~is_student))
         write_outputs(outputs, tally.summary(), final, ctx, ocfg, counter, token, table, sections)
     finally:
         shutil.rmtree(work, ignore_errors=True)

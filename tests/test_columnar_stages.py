@@ -129,6 +129,21 @@ def test_repetition_bound_is_never_below_the_exact_fraction():
     assert sum(b == e for b, e in zip(bound, exact, strict=True)) > len(texts) * 0.9
 
 
+@pytest.mark.parametrize("limit", [0.05, 0.1, 0.5])
+def test_bucket_bound_clears_only_below_the_limit(limit):
+    """With a limit, the first (bucket) pass may clear a row only under the limit; any
+    other row gets the sorted bound (the rows the bucket counts cannot clear)."""
+    texts = [r["content"] for r in sample_rows()]
+    sorted_bound, _ = repetition_bounds(pa.array(texts))
+    bound, _ = repetition_bounds(pa.array(texts), limit)
+    exact = [repeated_ngram_fraction(t) for t in texts]
+    for text, b, s, e in zip(texts, bound, sorted_bound, exact, strict=True):
+        assert b >= e - 1e-12, text[:80]
+        assert b <= limit or b == s, text[:80]
+    if limit == 0.5:  # the default: the bucket pass clears most rows by itself
+        assert sum(b != s for b, s in zip(bound, sorted_bound, strict=True)) > 100
+
+
 def test_apply_stage_uses_the_columnar_filter():
     rows = sample_rows()[-40:]
     table = pa.Table.from_pylist(rows, schema=Sample.FEATURES.arrow_schema)

@@ -107,14 +107,16 @@ def filter_samples(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any
 # -- columns ---------------------------------------------------------------------------
 
 
-def repetition_bounds(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def repetition_bounds(texts: pa.Array, limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """An upper bound on :func:`repeated_ngram_fraction` of each text, and where it is 0.
 
     Words are split by Arrow (ASCII texts without the separators only Python counts
-    as space, so the words are those of ``str.split``), hashed (polars), and each
-    n-gram's hash is counted per row after one sort. A hash collision can only merge
-    n-grams, so a count is never below the true one. Rows that are not plain ASCII
-    get ``inf`` (not bounded: the caller counts them exactly).
+    as space, so the words are those of ``str.split``) and hashed (polars); each row's
+    n-gram hashes are then counted in buckets of their own (:func:`_bucket_top`), and
+    the rows whose bucket bound exceeds ``limit`` (all rows when ``limit`` is None) are
+    counted again by hash after one sort (:func:`_sorted_top`). Collisions can only
+    merge n-grams, so no count is below the true one. Rows that are not plain ASCII get
+    ``inf`` (not bounded: the caller counts them exactly).
     """
     n = NGRAM  # a power of two: n-gram hashes are built by doubling
     rows = len(texts)
@@ -131,30 +133,59 @@ def repetition_bounds(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
     counts[counts == 1] = 0  # "" alone: no word (and anything under 4n words scores 0)
     long_enough = counts >= 4 * n
-    top = np.zeros(len(where), np.int64)
-    words = pc.list_flatten(lists)
+    fractions = np.zeros(len(where))
     if long_enough.any():
-        parents = pc.list_parent_indices(lists).to_numpy().astype(np.uint64)
-        word_hash = pl.from_arrow(words).hash(seed=0).to_numpy()
-        h, width = word_hash, 1
+        parents = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+        h = pl.from_arrow(pc.list_flatten(lists)).hash(seed=0).to_numpy()
+        width = 1
         while width < n:  # the hash of ``2 * width`` words from two of ``width``
             h = h[:-width] * _MULTIPLIERS[width] + h[width:]
             width *= 2
-        # One sort key: the row of the first word in the top 24 bits, 40 bits of the
-        # hash below. An n-gram running into the next row is one more (bogus) n-gram of
-        # its first row: like a collision, it can only raise the count.
-        key = (parents[: len(h)] << np.uint64(40)) | (h >> np.uint64(24))
-        key.sort()
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        runs = np.diff(np.r_[starts, len(key)])
-        owner = (key[starts] >> np.uint64(40)).astype(np.int64)  # sorted: rows run in order
-        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        top[owner[first]] = np.maximum.reduceat(runs, first)  # the longest run per row
-    fractions = np.zeros(len(where))
-    fractions[long_enough] = top[long_enough] * n / counts[long_enough]
+        # An n-gram running into the next row is one more (bogus) n-gram of its first
+        # row: like a collision, it can only raise the count.
+        owner = parents[: len(h)]
+        top = np.zeros(len(where), np.int64)
+        if limit is not None:
+            top = _bucket_top(h, owner, counts)
+            over = long_enough & (top * n > limit * np.maximum(counts, 1))
+        else:
+            over = long_enough
+        if over.any():
+            picked = over[owner]
+            top[over] = _sorted_top(h[picked], owner[picked], len(where))[over]
+        fractions[long_enough] = top[long_enough] * n / counts[long_enough]
     bound[where] = fractions
     short[where] = ~long_enough
     return bound, short
+
+
+def _bucket_top(h: np.ndarray, owner: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Per row, the largest count of n-gram hashes in one of its buckets (an upper bound).
+
+    Each row gets a power of two at least twice its word count of buckets, so a count
+    of one bucket is rarely above the true top count; it is never below it.
+    """
+    size = np.left_shift(1, np.ceil(np.log2(np.maximum(2 * words, 2))).astype(np.int64))
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    bucket = start[owner] + (h >> np.uint64(40)).astype(np.int64) % size[owner]
+    tally = np.bincount(bucket, minlength=int(size.sum()))
+    return np.maximum.reduceat(tally, start)
+
+
+def _sorted_top(h: np.ndarray, owner: np.ndarray, rows: int) -> np.ndarray:
+    """Per row, the largest count of one n-gram hash (after one sort of row and hash)."""
+    top = np.zeros(rows, np.int64)
+    if not len(h):
+        return top
+    # One sort key: the row in the top 24 bits, 40 bits of the hash below.
+    key = (owner.astype(np.uint64) << np.uint64(40)) | (h >> np.uint64(24))
+    key.sort()
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    runs = np.diff(np.r_[starts, len(key)])
+    row = (key[starts] >> np.uint64(40)).astype(np.int64)  # sorted: rows run in order
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    top[row[first]] = np.maximum.reduceat(runs, first)  # the longest run per row
+    return top
 
 
 @functools.cache
@@ -162,7 +193,7 @@ def _threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="filter")
 
 
-def _bounds_in_threads(texts: pa.Array) -> list[tuple[np.ndarray, np.ndarray]]:
+def _bounds_in_threads(texts: pa.Array, limit: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`repetition_bounds` of ``texts`` in up to :data:`THREADS` pieces at once.
 
     Arrow, polars and numpy release the GIL in these kernels, so a batch is bounded
@@ -173,8 +204,8 @@ def _bounds_in_threads(texts: pa.Array) -> list[tuple[np.ndarray, np.ndarray]]:
     step = min(1 << 16, -(-rows // pieces))
     slices = [texts.slice(lo, step) for lo in range(0, rows, step)]
     if len(slices) == 1:
-        return [repetition_bounds(slices[0])]
-    return list(_threads().map(repetition_bounds, slices))
+        return [repetition_bounds(slices[0], limit)]
+    return list(_threads().map(functools.partial(repetition_bounds, limit=limit), slices))
 
 
 def _no_answer_rows(verdicts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -220,7 +251,7 @@ def filter_table(table: pa.Table, ctx: StageContext, *, cfg: dict[str, Any]) -> 
     texts = pc.binary_join_element_wise(
         pc.fill_null(table["reasoning"], ""), pc.fill_null(table["content"], ""), "\n"
     ).combine_chunks()
-    parts = _bounds_in_threads(texts)
+    parts = _bounds_in_threads(texts, fcfg.max_repeated_ngram_fraction)
     bound = np.concatenate([p[0] for p in parts])
     zero = np.concatenate([p[1] for p in parts])
     limit = fcfg.max_repeated_ngram_fraction

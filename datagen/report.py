@@ -199,9 +199,13 @@ def token_lengths(run_dir: Path, final: pl.DataFrame) -> dict[str, list[int]]:
         if path.exists():
             lengths[key] = column_values(datasets.load_from_disk(str(path)), "response_tokens")
     if not lengths:
-        tokens = final.get_column("completion_tokens") if "completion_tokens" in final else None
+        tokens = (
+            final["completion_tokens"]
+            if "completion_tokens" in final.columns
+            else pl.Series([0] * len(final), dtype=pl.Int64)  # the record's default
+        )
         lengths = {
-            key: [] if tokens is None else tokens.filter(final["passed"] == want).to_list()
+            key: tokens.filter(final["passed"] == want).to_list()
             for key, want in (("positives", True), ("negatives", False))
         }
     return lengths

@@ -56,7 +56,6 @@ class Funnel:
         self.outputs = list(outputs)
         self.by_source: dict[str, dict[str, Any]] = {}
         self.by_domain: dict[str, dict[str, Any]] = {}
-        self._generated: dict[tuple[str, str], set[str]] = {}
 
     def _rows(self, table: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
         if key not in table:

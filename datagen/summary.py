@@ -59,7 +59,8 @@ def build_summary(
             roles = arrow_columns(final, ["role"]).column("role")
             teacher = pc.fill_null(pc.not_equal(roles, ROLE_STUDENT), True)
             if not pc.all(teacher).as_py():  # an index mapping, no cache file in the stage
-                final = final.select(np.flatnonzero(teacher.to_numpy(zero_copy_only=False)))
+                rows = np.flatnonzero(teacher.to_numpy(zero_copy_only=False))
+                final = final.select(rows, keep_in_memory=True)
         passed = column_values(final, "passed")
         summary["samples_kept"] = len(final)
         summary["positives"] = sum(p is True for p in passed)

@@ -109,14 +109,17 @@ def emit_dataset(data: datasets.Dataset, ctx: StageContext, *, cfg: dict[str, An
         )
         is_student = roles == ROLE_STUDENT if roles is not None else None
         students = (
-            [Sample.from_row(r) for r in arrow_rows(data.select(np.flatnonzero(is_student)))]
+            [
+                Sample.from_row(r)
+                for r in arrow_rows(data.select(np.flatnonzero(is_student), keep_in_memory=True))
+            ]
             if student and is_student is not None
             else []
         )
         sections = curation_sections(table, student_report_of(students, ctx), ocfg, outputs)
         final = data.select_columns([c for c in FUNNEL_COLUMNS if c in data.column_names])
         if is_student is not None and is_student.any():  # the funnel counts the teachers'
-            final = final.select(np.flatnonzero(~is_student))
+            final = final.select(np.flatnonzero(~is_student), keep_in_memory=True)
         write_outputs(outputs, tally.summary(), final, ctx, ocfg, counter, token, table, sections)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -134,7 +137,8 @@ def table_samples(data: datasets.Dataset, counter: TokenCounter) -> Iterator[Sam
     """``data``'s samples for :func:`teacher_table`, streamed a thousand rows at a time.
 
     Without a tokenizer the table reads the teacher's token counts, so only
-    :data:`TABLE_COLUMNS` are read (the text, read row by row, was most of emit's time).
+    :data:`TABLE_COLUMNS` are read (the text, read row by row, was most of emit's time),
+    and each row comes as a plain namespace of those attributes, not a record.
     """
     if counter.tokenizer is None:  # plain rows: the table reads only these attributes
         data = data.select_columns([c for c in TABLE_COLUMNS if c in data.column_names])

@@ -163,12 +163,10 @@ def datagen_command(folder: Path) -> list[str]:
 
 def datagen_verdicts(run_dir: Path) -> dict[tuple[str, int], bool | None]:
     """``passed`` of every sample, by prompt and sample index, from the verify stage."""
-    import datasets
+    from datagen.views import open_part
 
     folder = next((run_dir / "stages").glob("*_verify"))
-    data = datasets.load_from_disk(str(folder / "data")).select_columns(
-        ["messages", "sample_index", "passed"]
-    )
+    data = open_part(str(folder / "data")).select_columns(["messages", "sample_index", "passed"])
     cols = data.to_dict()
     return {
         (m[-1]["content"], i): v

@@ -18,6 +18,8 @@ from typing import Any
 import datasets
 import pyarrow.compute as pc
 
+from datagen.views import open_part
+
 GENERATION_STAGES = ("generate", "generate_adaptive")
 
 UNROUTED = "unrouted"
@@ -77,7 +79,7 @@ def failed_reason(stage_dir: Path) -> dict[str, Any] | None:
     side = stage_dir / "set_aside"
     if not side.exists():
         return None
-    errors = datasets.load_from_disk(str(side)).with_format("arrow")["error"].to_pylist()
+    errors = open_part(side).with_format("arrow")["error"].to_pylist()
     return top_reason(e for e in errors if e is not None)
 
 

@@ -30,6 +30,7 @@ from datagen.output.card import redact
 from datagen.records import column_values
 from datagen.report_tables import disagreements, pass_rate_tables, problem_labels, sample_frame
 from datagen.stages import STAGES
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ EXAMPLE_CHARS = 6000
 def load_stage(run_dir: Path, folder: str, part: str) -> datasets.Dataset | None:
     """A stage's ``data`` or side output, or None when the folder is not there."""
     path = Path(run_dir) / "stages" / folder / part
-    return datasets.load_from_disk(str(path)) if path.exists() else None
+    return open_part(path) if path.exists() else None
 
 
 def stage_folders(run_dir: Path) -> list[tuple[str, str]]:

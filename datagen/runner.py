@@ -5,7 +5,10 @@ Layout of a run directory::
     RUN_DIR/
       config.yaml           resolved config
       manifest.json         finished stages: config hash, counts, timings
-      stages/NN_name/data   the stage's kept rows (datasets.save_to_disk)
+      stages/NN_name/data   the stage's kept rows (datasets.save_to_disk), or for a
+                            stage whose rows are its input rows (``Stage.writes``)
+                            a view: positions in the previous stage's ``data`` plus
+                            the columns it set (datagen.views; open with open_part)
       stages/NN_name/set_aside   rows the stage marked keep=False, with reasons
                             (``duplicates`` for dedup, ``contaminated`` for
                             decontaminate)
@@ -46,10 +49,11 @@ from datagen.progress import KEY as PROGRESS
 from datagen.progress import StageProgress, progress_enabled
 from datagen.records import RECORD_TYPES, content_hash
 from datagen.safetext import dumps_line
-from datagen.shards import link_passthrough, prompt_bounds, save_split, shard_batches
+from datagen.shards import prompt_bounds, save_split, save_view, shard_batches
 from datagen.stages.base import Stage, StageContext
 from datagen.state import data_fingerprint, load_finished, load_manifest, shard_ok
 from datagen.streaming import run_stream
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,15 @@ def _known(entry: dict[str, Any]) -> dict[str, Any]:
     """A manifest entry's fields that :class:`StageResult` has (older or newer ones dropped)."""
     names = StageResult.__dataclass_fields__
     return {k: v for k, v in entry.items() if k in names}
+
+
+def _view_columns(stage: Stage) -> tuple[str, ...] | None:
+    """The columns a stage saved as a view stores (None: saved whole)."""
+    if stage.sink is not None:
+        return ()  # its rows pass through unchanged
+    if stage.writes is None:
+        return None
+    return tuple(dict.fromkeys(("keep", *stage.writes)))
 
 
 class Runner:
@@ -143,6 +156,7 @@ class Runner:
             shutil.rmtree(self.run_dir / "stages")
         results: list[StageResult] = []
         previous_hash, previous_fp = "root", ""
+        upstream: Path | None = None  # the previous stage's kept rows, which a view reads
         data: datasets.Dataset | None = None
         try:
             for index, stage in enumerate(self.stages):
@@ -151,26 +165,36 @@ class Runner:
                 done = manifest["stages"].get(stage.name)
                 finished = None
                 if done and done["hash"] == digest and (sdir / "data").exists():
-                    finished = load_finished(sdir, stage.side_name, done.get("fingerprint"))
+                    finished = load_finished(
+                        sdir, stage.side_name, done.get("fingerprint"), previous_fp
+                    )
                 if finished is not None:
                     logger.info("stage %s: finished earlier, skipping", stage.name)
                     result = StageResult(**{**_known(done), "skipped": True})
                     data = finished
                 else:
-                    data, result = self._run_stage(index, stage, digest, data)
+                    source = None if upstream is None else (upstream, previous_fp)
+                    data, result = self._run_stage(index, stage, digest, data, source)
                     manifest["stages"][stage.name] = {
                         k: v for k, v in result.__dict__.items() if k != "skipped"
                     }
                     write_json_atomic(self.run_dir / MANIFEST, manifest)
                 results.append(result)
                 previous_hash, previous_fp = digest, result.fingerprint
+                upstream = sdir / "data"
         finally:
             self.executor.close()
         return results
 
     def _run_stage(
-        self, index: int, stage: Stage, digest: str, data: datasets.Dataset | None
+        self,
+        index: int,
+        stage: Stage,
+        digest: str,
+        data: datasets.Dataset | None,
+        upstream: tuple[Path, str] | None = None,
     ) -> tuple[datasets.Dataset, StageResult]:
+        """Run one stage over ``data``, read from ``upstream`` (its folder and fingerprint)."""
         started = time.monotonic()
         sdir = self.stage_dir(index, stage)
         sdir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +224,8 @@ class Runner:
             rows_in, f"{index:02d} {stage.name}", enabled
         )
         streamed = self._streams(stage, data)
+        # Rows that are the input rows: saved as positions + set columns (datagen.views).
+        view = upstream is not None and not streamed and _view_columns(stage) is not None
         shards: list[Path] = []
         self.executor.stage_begin(stage, cfg)
         if stage.sink is not None and data is not None:
@@ -222,7 +248,8 @@ class Runner:
             bounds = bounds or [
                 (lo, min(rows_in, lo + batch_size)) for lo in range(0, max(rows_in, 1), batch_size)
             ]
-            shards = self._run_batches(stage, cfg, data, partial_dir, bounds, bar)
+            stored = _view_columns(stage) if view else None
+            shards = self._run_batches(stage, cfg, data, partial_dir, bounds, bar, stored)
         self.executor.stage_end()
         bar.close()
         self.ctx.resources.pop(PROGRESS, None)
@@ -231,12 +258,18 @@ class Runner:
         # stage whose shards hold groups in completion order, sorted) by index.
         # Arrow-format column access: no per-element Python reads of the ids.
         order_ids = data.with_format("arrow")["id"].combine_chunks() if streamed else None
-        linked = None
-        if stage.sink is not None and data is not None:  # rows pass through: link, not copy
-            side = sdir / stage.side_name
-            linked = link_passthrough(data, out_type.FEATURES, sdir / "data", side)
-        if linked is not None:
-            kept, n_kept, n_aside = linked, len(linked), 0
+        if view:
+            assert upstream is not None
+            n_kept, n_aside = save_view(
+                shard_batches(shards),
+                _view_columns(stage) or (),
+                out_type.FEATURES,
+                *upstream,
+                sdir / "data",
+                sdir / stage.side_name,
+                rows_in,
+            )
+            kept = open_part(sdir / "data")
         else:
             kept, n_kept, n_aside = save_split(
                 self._output_batches(stage, data, shards),
@@ -297,9 +330,10 @@ class Runner:
         partial_dir: Path,
         bounds: list[tuple[int, int]],
         bar: StageProgress,
+        stored: tuple[str, ...] | None = None,
     ) -> list[Path]:
         """Run the stage batch by batch (rows ``lo:hi`` each), skipping batches whose shard
-        is there."""
+        is there. ``stored``: the columns a view stage keeps (the shards hold only those)."""
         shards: list[Path] = []
         todo: list[tuple[Path, int, int]] = []
         for b, (lo, hi) in enumerate(bounds):
@@ -317,6 +351,13 @@ class Runner:
         outputs = self.executor.map(stage, cfg, inputs)
         for (shard, lo, hi), table in zip(todo, outputs, strict=True):
             self._flush_rejects()
+            if stored is not None:
+                if table.num_rows != hi - lo:
+                    raise ValueError(
+                        f"stage {stage.name} declares that its rows are its input rows "
+                        f"(Stage.writes) but returned {table.num_rows} rows for {hi - lo}"
+                    )
+                table = table.select(list(stored))
             tmp = shard.with_suffix(".tmp")
             # Read once, then deleted: not worth compressing (it doubled the write and read).
             pq.write_table(table, tmp, compression="none", write_statistics=False)

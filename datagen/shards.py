@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,6 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets.arrow_writer import ArrowWriter
 from datasets.utils.py_utils import convert_file_size_to_int
+
+from datagen.views import write_view
 
 READ_ROWS = 1024
 """Rows per record batch read from a shard (bounds the copy's memory)."""
@@ -219,6 +221,56 @@ class FolderWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.tmp, self.path)
+
+
+def save_view(
+    batches: Iterable[pa.Table],
+    columns: Sequence[str],
+    features: datasets.Features,
+    upstream: Path,
+    upstream_fingerprint: str,
+    kept_path: Path,
+    aside_path: Path,
+    rows_in: int,
+) -> tuple[int, int]:
+    """Save a stage whose rows are its input rows as two views over ``upstream``.
+
+    Only ``columns`` (what the stage set, ``keep`` among them) are kept from its
+    output, with each row's position in the upstream dataset, split by ``keep``;
+    the text stays in the upstream's files (:mod:`datagen.views`).
+
+    Args:
+        batches: The stage's output, in input order (at least ``columns``).
+        columns: The columns to store; empty for a stage whose rows pass through.
+        features: The record type's features (the stored columns' types).
+        upstream: The previous stage's ``data`` folder, which the stage read.
+        upstream_fingerprint: Its fingerprint, recorded in the views.
+        kept_path: Where the kept rows' view goes.
+        aside_path: Where the set-aside rows' view goes.
+        rows_in: The rows the stage read: its output must have as many.
+
+    Returns:
+        Rows kept, rows set aside.
+
+    Raises:
+        ValueError: The output has another number of rows than the input.
+    """
+    schema = pa.schema([features.arrow_schema.field(c) for c in columns])
+    parts = [t.select(schema.names).cast(schema) for t in batches] if columns else []
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    if columns and table.num_rows != rows_in:
+        raise ValueError(
+            f"{kept_path.parent.name}: the stage declares its rows are its input rows "
+            f"(Stage.writes) but wrote {table.num_rows} rows for {rows_in}"
+        )
+    keep = np.ones(rows_in, bool)
+    if "keep" in schema.names:
+        keep = pc.fill_null(table.column("keep"), False).to_numpy(zero_copy_only=False)
+        keep = keep.astype(bool)
+    for path, rows in ((kept_path, np.flatnonzero(keep)), (aside_path, np.flatnonzero(~keep))):
+        part = table.take(rows) if columns else table
+        write_view(path, upstream, upstream_fingerprint, rows, part)
+    return int(keep.sum()), int((~keep).sum())
 
 
 def link_passthrough(

@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import datasets
 import pyarrow.parquet as pq
+
+from datagen.views import VIEW_SPEC, StaleViewError, is_view, open_part, view_spec
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ ENTRY_FIELDS = {"name": str, "hash": str, "rows_in": int, "rows_out": int, "rows
 
 
 def data_fingerprint(folder: Path) -> str:
-    """A hash of a saved dataset's Arrow files, in name order.
+    """A hash of a saved dataset's Arrow files, in name order (a view's: its rows file and
+    ``view.json``, which names the upstream's fingerprint, so views chain).
 
     Raises:
         OSError: A file cannot be read (the caller recomputes the stage).
@@ -37,6 +39,8 @@ def data_fingerprint(folder: Path) -> str:
     files = sorted(folder.glob("*.arrow"))
     if not files:
         raise FileNotFoundError(f"no Arrow file in {folder}")
+    if (folder / VIEW_SPEC).exists():
+        files.append(folder / VIEW_SPEC)
     for path in files:
         digest.update(path.name.encode())
         with open(path, "rb") as fh:
@@ -100,15 +104,24 @@ def shard_ok(path: Path) -> bool:
         return False
 
 
-def load_finished(stage_dir: Path, side_name: str, fingerprint: str | None) -> Any | None:
-    """A finished stage's dataset, or None (with a warning) when it must be recomputed."""
+def load_finished(
+    stage_dir: Path, side_name: str, fingerprint: str | None, upstream_fingerprint: str = ""
+) -> Any | None:
+    """A finished stage's dataset, or None (with a warning) when it must be recomputed.
+
+    ``upstream_fingerprint``: the previous stage's, which a view's must equal (a view
+    over another version of its upstream is never reused).
+    """
     data = stage_dir / "data"
     try:
         current = data_fingerprint(data)
         if fingerprint is not None and current != fingerprint:
             raise ValueError(f"its files changed since the stage wrote them ({data})")
-        datasets.load_from_disk(str(stage_dir / side_name))  # the side output must read too
-        return datasets.load_from_disk(str(data))
+        for part in (data, stage_dir / side_name):
+            if is_view(part) and view_spec(part)["upstream_fingerprint"] != upstream_fingerprint:
+                raise StaleViewError(f"{part} was built over another version of its upstream")
+        open_part(stage_dir / side_name)  # the side output must read too
+        return open_part(data)
     except Exception as exc:  # missing, truncated or replaced files: recompute, never crash
         logger.warning(
             "stage %s finished earlier but its dataset cannot be used (%s: %s): recomputing it",

@@ -21,6 +21,7 @@ from datagen.output.funnel import source_funnel
 from datagen.records import ROLE_STUDENT, arrow_columns, column_values
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
+from datagen.views import open_part
 
 
 def is_generation(stage: Stage) -> bool:
@@ -54,7 +55,7 @@ def build_summary(
         summary |= outcomes.request_counts(results)
         summary["failed_top_reason"] = outcomes.failed_reason(stage_dirs[gen_name])
     if gen_name and results:
-        final = datasets.load_from_disk(str(stage_dirs[results[-1].name] / "data"))
+        final = open_part(stage_dirs[results[-1].name] / "data")
         if "role" in final.column_names:  # the student's samples are reported on their own
             roles = arrow_columns(final, ["role"]).column("role")
             teacher = pc.fill_null(pc.not_equal(roles, ROLE_STUDENT), True)
@@ -120,7 +121,7 @@ def _stage_cost(stage_dir: Path) -> float:
     total = 0.0
     for part in ("data", "set_aside"):
         if (stage_dir / part).exists():
-            total += sum(column_values(datasets.load_from_disk(str(stage_dir / part)), "cost"))
+            total += sum(column_values(open_part(stage_dir / part), "cost"))
     return total
 
 

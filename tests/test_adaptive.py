@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import datasets
 import pytest
 
 from datagen.__main__ import run
@@ -37,6 +36,7 @@ from datagen.stages.adaptive import (
 )
 from datagen.stages.base import StageContext
 from datagen.teachers.base import Completion, Request, Teacher
+from datagen.views import open_part
 
 from .conftest import compose
 
@@ -303,7 +303,7 @@ def test_adaptive_beats_fixed_n_in_pairs_per_sample_on_the_local_teacher(tmp_pat
     assert stats[estimate]["pairable_prompts"] == pytest.approx(
         report[estimate]["pairable_prompts"], abs=0.01
     )
-    parts = [datasets.load_from_disk(str(stage_dir / part)) for part in ("data", "set_aside")]
+    parts = [open_part(str(stage_dir / part)) for part in ("data", "set_aside")]
     rows = [Sample.from_row(r) for part in parts for r in part]
     usable = usable_rule(AdaptiveConfig(), FilterConfig())
     by_prompt: dict[str, list[Sample]] = defaultdict(list)

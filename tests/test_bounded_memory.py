@@ -18,6 +18,7 @@ from pathlib import Path
 import datasets
 
 from datagen.shards import prompt_bounds
+from datagen.views import open_part
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,8 +92,8 @@ def test_sample_dedup_in_batches_of_whole_prompts_equals_one_batch(tmp_path, mak
         found.append(
             (
                 [(r.rows_out, r.rows_set_aside) for r in results],
-                datasets.load_from_disk(str(stage / "data")).to_list(),
-                datasets.load_from_disk(str(stage / "duplicates")).to_list(),
+                open_part(str(stage / "data")).to_list(),
+                open_part(str(stage / "duplicates")).to_list(),
             )
         )
     assert found[0] == found[1]

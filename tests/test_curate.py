@@ -23,6 +23,7 @@ from datagen.output.builders import build_outputs
 from datagen.output.selection import select_by_length
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
+from datagen.views import open_part
 from tests.helpers.replay_run import QWEN, smollm2_gguf
 
 from .conftest import compose
@@ -90,7 +91,7 @@ def output(run_dir: Path, name: str) -> datasets.Dataset:
 
 def final_samples(run_dir: Path) -> list[Sample]:
     data = next((run_dir / "stages").glob("*_emit")) / "data"
-    return [Sample.from_row(r) for r in datasets.load_from_disk(str(data))]
+    return [Sample.from_row(r) for r in open_part(str(data))]
 
 
 def student_rates(samples: list[Sample]) -> dict[str, float]:

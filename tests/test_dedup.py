@@ -40,6 +40,7 @@ from datagen.stages.dedup import (
     dedup_samples,
     write_dedup_report,
 )
+from datagen.views import open_part
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
@@ -492,7 +493,7 @@ def test_dedup_samples_stage_in_a_pipeline(tmp_path, make_config):
         ("verify", 5, 0),
     ]
     stage_dir = tmp_path / "run" / "stages" / "02_dedup_samples"
-    aside = datasets.load_from_disk(str(stage_dir / "duplicates")).to_list()
+    aside = open_part(str(stage_dir / "duplicates")).to_list()
     assert [(r["sample_index"], "3 TIMES 4" in r["reasoning"]) for r in aside] == [(2, True)]
     assert aside[0]["reject_reason"].startswith("duplicate sample: of ")
     assert results[2].stats == {"duplicates": 1}

@@ -14,6 +14,7 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.views import open_part
 from verifiers.code import extract_code
 from verifiers.code import verify as run_tests
 
@@ -69,7 +70,7 @@ def test_code_pipeline_emits_three_datasets_whose_labels_hold(finished_run):
 
 def test_sandbox_isolation_is_recorded_on_every_verdict(finished_run):
     run_dir, _ = finished_run
-    final = datasets.load_from_disk(str(sorted((run_dir / "stages").glob("*_verify"))[0] / "data"))
+    final = open_part(str(sorted((run_dir / "stages").glob("*_verify"))[0] / "data"))
     for verdicts in final["verdicts"]:
         details = json.loads(verdicts[0]["details"])
         if details.get("failure") != "no_answer":

@@ -19,6 +19,7 @@ import pytest
 
 from datagen.__main__ import run
 from datagen.records import Sample
+from datagen.views import open_part
 
 from .conftest import ROOT, compose
 
@@ -60,7 +61,7 @@ def output(run_dir: Path, name: str) -> datasets.Dataset:
 
 def final(run_dir: Path) -> list[Sample]:
     data = next((run_dir / "stages").glob("*_emit")) / "data"
-    return [Sample.from_row(r) for r in datasets.load_from_disk(str(data))]
+    return [Sample.from_row(r) for r in open_part(str(data))]
 
 
 def test_teacher_table_equals_the_samples_on_disk(finished):

@@ -20,6 +20,7 @@ from datagen.compose import resolve_config
 from datagen.config import ConfigError
 from datagen.records import Sample
 from datagen.summary import format_summary
+from datagen.views import open_part
 
 from .conftest import assert_funnel_adds_up, compose
 from .test_reward import build_tiny_reward_model
@@ -59,7 +60,7 @@ def test_general_pipeline_emits_sft_and_pair_datasets(finished_run):
 def test_every_kept_sample_is_scored_and_the_best_of_its_prompt_passes(finished_run):
     run_dir, _ = finished_run
     final = sorted((run_dir / "stages").glob("*_verify_groups"))[0] / "data"
-    samples = [Sample.from_row(r) for r in datasets.load_from_disk(str(final))]
+    samples = [Sample.from_row(r) for r in open_part(str(final))]
     assert samples and all(s.reference is None and s.domain == "general" for s in samples)
     by_prompt: dict[str, list[Sample]] = {}
     for s in samples:
@@ -76,7 +77,7 @@ def test_every_kept_sample_is_scored_and_the_best_of_its_prompt_passes(finished_
 def test_pairs_put_the_better_scored_answer_first(finished_run):
     run_dir, _ = finished_run
     final = sorted((run_dir / "stages").glob("*_verify_groups"))[0] / "data"
-    score = {s["content"]: s["verdicts"][0]["score"] for s in datasets.load_from_disk(str(final))}
+    score = {s["content"]: s["verdicts"][0]["score"] for s in open_part(str(final))}
     pairs = datasets.load_from_disk(str(run_dir / "outputs" / "redi_pairs" / "arrow"))
     assert len(pairs) >= 1
     row = pairs[0]

@@ -25,6 +25,7 @@ import pytest
 from datagen.__main__ import run
 from datagen.compose import resolve_config
 from datagen.output.builders import PAIR_FEATURES, SFT_FEATURES
+from datagen.views import open_part
 from verifiers.math import verify as math_verify
 from verifiers.math_extract import restates_prompt
 
@@ -110,7 +111,7 @@ def test_pairs_share_the_prompt_chosen_correct_rejected_incorrect(finished_run):
     run_dir, summary = finished_run
     pairs = load_output(run_dir, "redi_pairs")
     assert len(pairs) >= 1, summary
-    samples = datasets.load_from_disk(str(sorted((run_dir / "stages").glob("*_emit"))[0] / "data"))
+    samples = open_part(str(sorted((run_dir / "stages").glob("*_emit"))[0] / "data"))
     by_id = {s["id"]: s for s in samples}
     for row in pairs:
         chosen, rejected = by_id[row["chosen_sample_id"]], by_id[row["rejected_sample_id"]]
@@ -188,7 +189,7 @@ def test_kill_9_mid_generation_then_rerun_regenerates_nothing_written(source, tm
     assert summary["stages"]["generate"]["stats"]["requests_sent"] == total - len(before)
     after = cache_entries(db)
     assert {k: after[k] for k in before} == before  # written samples kept, not regenerated
-    gen = datasets.load_from_disk(str(run_dir / "stages" / "03_generate" / "data"))
+    gen = open_part(str(run_dir / "stages" / "03_generate" / "data"))
     keys = set(gen["request_key"])
     assert set(before) <= keys and len(keys) == total
 
@@ -198,7 +199,7 @@ def test_no_positive_answer_restates_the_prompt(finished_run):
     unevaluated copy of the problem's expression (``\\binom{9}{8}`` for "Compute
     $\\dbinom{9}{8}$")."""
     run_dir, _ = finished_run
-    samples = datasets.load_from_disk(str(sorted((run_dir / "stages").glob("*_emit"))[0] / "data"))
+    samples = open_part(str(sorted((run_dir / "stages").glob("*_emit"))[0] / "data"))
     positives = [s for s in samples if s["passed"] is True]
     assert positives
     for s in positives:

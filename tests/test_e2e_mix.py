@@ -20,6 +20,7 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.views import open_part
 
 from .conftest import compose
 from .test_reward import build_tiny_reward_model
@@ -53,7 +54,7 @@ def load(run_dir: Path, name: str) -> datasets.Dataset:
 
 def final_samples(run_dir: Path) -> datasets.Dataset:
     (stage,) = sorted((run_dir / "stages").glob("*_verify_groups"))
-    return datasets.load_from_disk(str(stage / "data"))
+    return open_part(str(stage / "data"))
 
 
 def test_rows_of_all_three_domains_reach_the_outputs(mix_run):

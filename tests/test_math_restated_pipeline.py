@@ -21,6 +21,7 @@ import math_verify
 import pytest
 
 from datagen.__main__ import run
+from datagen.views import open_part
 from verifiers.math_extract import normalize, prompt_expressions
 
 from .conftest import ROOT, compose
@@ -75,7 +76,7 @@ def test_no_positive_restates_the_prompt(restating_run):
     rows, run_dir, summary = restating_run
     problems = {r["problem"]: r for r in rows}
     [verify_dir] = (run_dir / "stages").glob("*_verify")
-    samples = datasets.load_from_disk(str(verify_dir / "data")).to_list()
+    samples = open_part(str(verify_dir / "data")).to_list()
     positives = [s for s in samples if s["passed"] is True]
     assert len(positives) == summary["positives"] == len(rows)  # the right answers, all kept
     for sample in positives:
@@ -90,7 +91,7 @@ def test_no_positive_restates_the_prompt(restating_run):
 def test_restated_traces_are_no_answer_and_set_aside(restating_run):
     rows, run_dir, summary = restating_run
     [verify_dir] = (run_dir / "stages").glob("*_verify")
-    samples = datasets.load_from_disk(str(verify_dir / "data")).to_list()
+    samples = open_part(str(verify_dir / "data")).to_list()
     restated = [s for s in samples if s["sample_index"] in (1, 2)]
     assert len(restated) == 2 * len(rows)
     for sample in restated:

@@ -33,6 +33,7 @@ from datagen.teachers import TEACHERS, Teacher, TeacherSpec, register_teacher
 from datagen.teachers.base import Completion, Request
 from datagen.teachers.cache import RequestCache
 from datagen.verify_registry import VERIFIERS, VerifierSpec, VerifyInputs, register_verifier
+from datagen.views import open_part
 from verifiers.types import Verdict
 
 from .conftest import ROOT, compose
@@ -114,7 +115,7 @@ def min_length(batch: list[Sample], ctx: StageContext, *, cfg: dict[str, Any]) -
 
 
 def min_length_report(stage_dir: Path, config: Any) -> dict[str, Any]:
-    aside = datasets.load_from_disk(str(stage_dir / "set_aside"))
+    aside = open_part(str(stage_dir / "set_aside"))
     return {"short": len(aside), "chars": config.min_length.chars}
 
 
@@ -198,7 +199,7 @@ def test_plugins_run_in_a_pipeline(tmp_path):
     # the teacher: 2 problems x 4 samples
     assert summary["samples"] == 8 and summary["stages"]["generate"]["in"] == 2
     # the verifier: samples 0 and 2 add up, 1 and 3 are off by one
-    verified = datasets.load_from_disk(str(tmp_path / "run" / "stages" / "02_verify" / "data"))
+    verified = open_part(str(tmp_path / "run" / "stages" / "02_verify" / "data"))
     assert [s["sample_index"] for s in verified if s["passed"]] == [0, 2, 0, 2]
     assert {v["verifier"] for row in verified["verdicts"] for v in row} == {"last_number"}
     # the stage: answers under 16 characters (sample 0: "The sum is 8.") are set aside

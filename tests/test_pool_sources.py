@@ -21,6 +21,7 @@ from datagen.records import Problem
 from datagen.runner import Runner
 from datagen.sources import read_source, read_sources
 from datagen.stages import STAGES
+from datagen.views import open_part
 
 from .conftest import ROOT
 
@@ -64,7 +65,7 @@ def pooled_run(tmp_path: Path, make_config, cache: Path, entries: list[str], *ex
 
 
 def problems(folder: Path) -> list[Problem]:
-    return [Problem.from_row(r) for r in datasets.load_from_disk(str(folder))]
+    return [Problem.from_row(r) for r in open_part(str(folder))]
 
 
 @pytest.mark.parametrize("reworded_first", [False, True], ids=["math-first", "reworded-first"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import pytest
 
 from datagen.runner import Runner
 from datagen.stages import STAGES
+from datagen.views import open_part
 
 from .conftest import ROOT
 
@@ -47,9 +47,9 @@ def test_ray_executor_matches_local(tmp_path, make_config, local_ray):
         )
         run_dir = tmp_path / executor
         results = Runner(cfg, run_dir, stages).run()
-        kept = datasets.load_from_disk(str(run_dir / "stages" / "02_dedup" / "data"))
+        kept = open_part(str(run_dir / "stages" / "02_dedup" / "data"))
         aside = [
-            datasets.load_from_disk(str(run_dir / "stages" / d))["reject_reason"]
+            open_part(str(run_dir / "stages" / d))["reject_reason"]
             for d in ("01_decontaminate/contaminated", "02_dedup/duplicates")
         ]
         counts = [r.rows_out for r in results]
@@ -129,7 +129,7 @@ def _outputs(run_dir) -> dict:
     for info in sorted(run_dir.rglob("dataset_info.json")):
         folder = info.parent
         if ".partial" not in str(folder):
-            found[str(folder.relative_to(run_dir))] = datasets.load_from_disk(str(folder)).to_list()
+            found[str(folder.relative_to(run_dir))] = open_part(str(folder)).to_list()
     return found
 
 

@@ -22,13 +22,14 @@ import pytest
 
 from datagen.report import parse_markdown_table, reason_category
 from datagen.report_render import render_text
+from datagen.views import open_part
 
 pytestmark = pytest.mark.slow
 
 
 def stage(run_dir: Path, name: str, part: str = "data") -> datasets.Dataset:
     [folder] = (run_dir / "stages").glob(f"[0-9][0-9]_{name}")
-    return datasets.load_from_disk(str(folder / part))
+    return open_part(str(folder / part))
 
 
 def expected_funnel(run_dir: Path) -> dict[str, int]:

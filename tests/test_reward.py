@@ -23,6 +23,7 @@ from datagen.config import ConfigError, VerifierChoice
 from datagen.records import Sample
 from datagen.stages.base import StageContext
 from datagen.stages.verify import verify, verify_groups
+from datagen.views import open_part
 from verifiers.precomputed import PrecomputedConfig, select, verify_scores
 from verifiers.reward import RewardConfig, score_batch, verify_batch
 
@@ -287,9 +288,8 @@ def test_rm_score_imported_through_the_pipeline(tmp_path):
     )
     summary = run(cfg, tmp_path)
     assert summary["positives"] == len(RM_SELECTED) and summary["samples_kept"] == 800
-    import datasets
 
-    rows = datasets.load_from_disk(str(tmp_path / "stages" / "03_verify" / "data"))
+    rows = open_part(str(tmp_path / "stages" / "03_verify" / "data"))
     chosen = sorted(
         json.loads(r["verdicts"][0]["details"])["id"] for r in rows if r["passed"] is True
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import pytest
 
 from datagen.records import Problem
 from datagen.runner import Runner
 from datagen.stages import STAGES, Stage
 from datagen.stages.base import merge_stats
+from datagen.views import open_part
 
 
 class Boom(RuntimeError):
@@ -65,7 +65,7 @@ def test_resume_runs_only_unfinished_batches(tmp_path, make_config):
     results = Runner(cfg, run_dir, [*stages[:2], counting_stage(calls2, None)]).run()
     assert calls2 == [3, 1]  # only the two unfinished batches of 10 rows
     assert [r.skipped for r in results] == [True, True, False]
-    out = datasets.load_from_disk(str(run_dir / "stages" / "02_mark" / "data"))
+    out = open_part(str(run_dir / "stages" / "02_mark" / "data"))
     assert len(out) == 10 and all(json.loads(m)["marked"] for m in out["metadata"])
 
     calls3: list[int] = []
@@ -83,7 +83,7 @@ def test_set_aside_rows_and_rejects_are_kept(tmp_path, make_config):
     run_dir = tmp_path / "run"
     results = Runner(cfg, run_dir, [STAGES["load"], STAGES["dedup"]]).run()
     assert (results[0].rows_out, results[1].rows_out, results[1].rows_set_aside) == (11, 10, 1)
-    aside = datasets.load_from_disk(str(run_dir / "stages" / "01_dedup" / "duplicates"))
+    aside = open_part(str(run_dir / "stages" / "01_dedup" / "duplicates"))
     assert aside["reject_reason"] == ["duplicate: exact"]
     rejects = [json.loads(x) for x in (run_dir / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 1 and rejects[0]["line"] == 12

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +24,7 @@ from datagen.records import Problem, Sample
 from datagen.runner import Runner
 from datagen.stages import STAGES
 from datagen.teachers.api import OpenAITeacher
+from datagen.views import open_part
 from tests.helpers.latency_server import Latency, LatencyServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def overrides(source: Path, base_url: str, *extra: str) -> list[str]:
 
 
 def generated(run_dir: Path) -> list[dict]:
-    return datasets.load_from_disk(str(run_dir / "stages" / "01_generate" / "data")).to_list()
+    return open_part(str(run_dir / "stages" / "01_generate" / "data")).to_list()
 
 
 def test_stream_output_is_in_input_order_and_equals_batch_generation(tmp_path, make_config):
@@ -73,7 +73,7 @@ def test_stream_output_is_in_input_order_and_equals_batch_generation(tmp_path, m
         rows = generated(tmp_path / "run")
         problems = [
             Problem.from_row(r)
-            for r in datasets.load_from_disk(str(tmp_path / "run/stages/00_load/data")).to_list()
+            for r in open_part(str(tmp_path / "run/stages/00_load/data")).to_list()
         ]
         teacher = OpenAITeacher(cfg.teacher, None)  # no cache: sends everything again
         expected = teacher.generate(problems, cfg.generation, 0)
@@ -141,7 +141,7 @@ def test_kill_9_mid_stream_resends_only_what_was_in_flight(tmp_path, make_config
         counts = server.counts.as_dict()
 
     # Map the server's request ids (prompt|seed) back to cache keys.
-    loaded = datasets.load_from_disk(str(run_dir / "stages" / "00_load" / "data")).to_list()
+    loaded = open_part(str(run_dir / "stages" / "00_load" / "data")).to_list()
     problems = [Problem.from_row(r) for r in loaded]
     teacher = OpenAITeacher(cfg.teacher, None)
     requests = teacher.build_requests(problems, cfg.generation, 0)

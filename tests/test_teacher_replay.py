@@ -19,6 +19,7 @@ from datagen.records import Problem
 from datagen.sources import read_problems
 from datagen.teachers import build_teacher
 from datagen.teachers.replay import ReplayTeacher, ReplayTeacherConfig
+from datagen.views import open_part
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN = Path(__file__).parent / "fixtures" / "math" / "traces_qwen25_math_cot_100.jsonl"
@@ -190,11 +191,10 @@ def test_pipeline_reverifies_replayed_traces_beside_their_labels(tmp_path):
     names = ["load", "dedup", "generate", "verify"]
     results = Runner(config, tmp_path, [stages.STAGES[n] for n in names]).run()  # type: ignore[arg-type]
     assert [r.rows_out for r in results] == [40, 5, 40, 40]  # 40 rows = 5 problems x 8 traces
-    import datasets
 
     from datagen.records import Sample
 
-    rows = datasets.load_from_disk(str(tmp_path / "stages" / "03_verify" / "data")).to_list()
+    rows = open_part(str(tmp_path / "stages" / "03_verify" / "data")).to_list()
     samples = [Sample.from_row(r) for r in rows]
     assert all([v.verifier for v in s.verdicts] == ["qwen_score", "math"] for s in samples)
     agree = sum(s.verdicts[0].passed == s.verdicts[1].passed for s in samples)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
 import yaml
 
@@ -24,6 +23,7 @@ from helpers.llama_server import LlamaServer
 
 from datagen.__main__ import run
 from datagen.summary import format_summary
+from datagen.views import open_part
 
 from .conftest import compose
 
@@ -70,7 +70,7 @@ def api_teacher(proxy: FaultProxy) -> list[str]:
 
 
 def unverifiable_of(run_dir: Path) -> list[dict]:
-    final = datasets.load_from_disk(str(next((run_dir / "stages").glob("*_emit")) / "data"))
+    final = open_part(str(next((run_dir / "stages").glob("*_emit")) / "data"))
     return [row for row in final if row["passed"] is None]
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import datasets
 import pytest
 
 from datagen.config import ConfigError, SamplingConfig
@@ -37,6 +36,7 @@ from datagen.teachers.vllm_engine import (
     prompt_token_ids,
     sampling_kwargs,
 )
+from datagen.views import open_part
 
 ROOT = Path(__file__).resolve().parents[1]
 TMP = Path(os.environ.get("TMPDIR", "/tmp")) / "datagen-vllm-cpu"
@@ -270,7 +270,7 @@ def vllm_run(tmp_path, make_config, name: str, *extra: str):
 
 
 def generated_rows(run_dir: Path) -> list[dict]:
-    return datasets.load_from_disk(str(run_dir / "stages" / "01_generate" / "data")).to_list()
+    return open_part(str(run_dir / "stages" / "01_generate" / "data")).to_list()
 
 
 def test_the_engine_is_fed_continuously_and_the_output_order_does_not_depend_on_it(
@@ -294,7 +294,7 @@ def test_the_engine_is_fed_continuously_and_the_output_order_does_not_depend_on_
     other_order = [int(r.split("-")[1]) for r in other.finished_order]
     assert order != sorted(order) and order != other_order  # out of order, and differently
     rows = generated_rows(tmp_path / "a")
-    loaded = datasets.load_from_disk(str(tmp_path / "a" / "stages" / "00_load" / "data"))
+    loaded = open_part(str(tmp_path / "a" / "stages" / "00_load" / "data"))
     assert [(r["problem_id"], r["sample_index"]) for r in rows] == [
         (pid, k) for pid in loaded["id"] for k in range(2)
     ]

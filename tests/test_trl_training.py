@@ -20,6 +20,8 @@ from pathlib import Path
 import datasets
 import pytest
 
+from datagen.views import open_part
+
 trl = pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -139,7 +141,7 @@ def test_dpo_trainer_takes_two_steps_on_redi_pairs(replay_run, tokenizer, tmp_pa
 def test_grpo_trainer_takes_a_step_with_the_math_reward(replay_run, tokenizer, tmp_path):
     # The run's problems (after dedup) as a GRPO prompt set: prompt messages + answer column.
     stage = next((replay_run / "stages").glob("*_dedup")) / "data"
-    problems = datasets.load_from_disk(str(stage))
+    problems = open_part(str(stage))
     train = datasets.Dataset.from_dict(
         {"prompt": problems["messages"][:2], "answer": problems["reference"][:2]}
     )

@@ -31,6 +31,7 @@ import datasets
 import polars as pl
 
 from datagen.records import arrow_columns
+from datagen.views import is_part, open_part
 
 FUNNEL_KEYS = (
     "loaded",
@@ -80,9 +81,9 @@ class Funnel:
 
 
 def _load(folder: Path, columns: Iterable[str]) -> datasets.Dataset | None:
-    if not (folder / "state.json").exists() and not (folder / "dataset_info.json").exists():
+    if not is_part(folder):
         return None
-    ds = datasets.load_from_disk(str(folder))
+    ds = open_part(folder)
     wanted = [c for c in columns if c in ds.column_names]
     return ds.select_columns(wanted)
 

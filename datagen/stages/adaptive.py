@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import datasets
-
 from datagen.config import AdaptiveConfig, DatagenConfig, FilterConfig, SamplingConfig
 from datagen.output.difficulty import prob_pairable
 from datagen.records import Problem, Sample
@@ -39,6 +37,7 @@ from datagen.stages.filter import reject_reason
 from datagen.stages.generate import teacher_batch_size, teacher_wants_gpu
 from datagen.stages.verify import verifier_wants_gpu, verify
 from datagen.teachers import Teacher, build_teacher
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ def stage_report(stage_dir: Path, config: DatagenConfig) -> dict[str, Any]:
         Sample.from_row(r)
         for part in ("data", "set_aside")
         if (stage_dir / part).exists()
-        for r in datasets.load_from_disk(str(stage_dir / part))
+        for r in open_part(stage_dir / part)
     ]
     usable = usable_rule(config.adaptive, config.filter)
     return comparison(rows, config.adaptive, config.generation.n, usable)

@@ -46,6 +46,13 @@ class Stage:
     input rows with the record type's schema in, the output rows out, same order), so a
     row-wise stage pays no record conversion per row. The runner and executors use it
     when set; ``fn`` stays the reference (and what in-process callers use)."""
+    writes: tuple[str, ...] | None = None
+    """The columns this stage sets, for a stage whose output rows are its input rows, in
+    the same order (verify adds verdicts; filter and dedup mark rows): the runner then
+    saves only these (and ``keep``) with the rows' positions, a view over the previous
+    stage's dataset (:mod:`datagen.views`), not another copy of every sample's text.
+    A ``sink`` stage is saved as such a view too. None: the stage makes new rows
+    (load, generate) and its output is saved whole."""
     needs_all_rows: bool = False
     """True for stages that compare rows with each other (dedup): one batch of everything."""
     per_prompt: bool = False

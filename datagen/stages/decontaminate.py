@@ -40,6 +40,7 @@ from datagen.similarity import LEAK_METHODS, EmbeddingSpec, Item, LeakIndex
 from datagen.sources import resolve_path
 from datagen.stages.base import Stage, StageContext, register_stage
 from datagen.stages.dedup import RENAMED_EMBEDDING, get_embedder
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +232,9 @@ def write_decontam_report(stage_dir: Path, max_chars: int = 300) -> dict[str, An
         item_text}``; the items are also written, one per line, to
         ``stage_dir / "contaminated.jsonl"``.
     """
-    import datasets
 
     stage_dir = Path(stage_dir)
-    aside = datasets.load_from_disk(str(Path(stage_dir) / "contaminated"))
+    aside = open_part(Path(stage_dir) / "contaminated")
     items = []
     by_benchmark: dict[str, int] = {}
     by_method: dict[str, int] = {}
@@ -262,6 +262,7 @@ register_stage(
         "problem",
         "problem",
         ("decontam",),
+        writes=PRODUCES,
         side_name="contaminated",
         report=lambda stage_dir, config: write_decontam_report(stage_dir),
         report_key="contamination_report",

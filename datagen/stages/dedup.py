@@ -40,6 +40,7 @@ from datagen.similarity import (
     shingles,
 )
 from datagen.stages.base import Stage, StageContext, register_stage
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -334,10 +335,9 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
         each example is ``{"kept": {id, prompt}, "size", "members": [{id, method,
         score, prompt}]}``. The same dict is written to ``stage_dir / "clusters.json"``.
     """
-    import datasets
 
     stage_dir = Path(stage_dir)
-    aside = datasets.load_from_disk(str(stage_dir / "duplicates"))
+    aside = open_part(stage_dir / "duplicates")
     clusters: dict[str, list[dict[str, Any]]] = {}
     by_method: dict[str, int] = {}
     for row in arrow_rows(aside):
@@ -351,7 +351,7 @@ def write_dedup_report(stage_dir: Path, examples: int = 5, max_chars: int = 300)
         clusters.items(),
         key=lambda kv: (not any(m["method"] == "semantic" for m in kv[1]), -len(kv[1]), kv[0]),
     )[:examples]
-    kept = datasets.load_from_disk(str(stage_dir / "data"))
+    kept = open_part(stage_dir / "data")
     wanted = {cid for cid, _ in ordered}
     positions = [i for i, pid in enumerate(column_values(kept, "id")) if pid in wanted]
     heads = {row["id"]: Problem.from_row(row).prompt[:max_chars] for row in kept.select(positions)}
@@ -376,6 +376,7 @@ register_stage(
         "problem",
         ("dedup",),
         needs_all_rows=True,
+        writes=PRODUCES,
         side_name="duplicates",
         report=lambda stage_dir, config: write_dedup_report(stage_dir),
         report_key="dedup_report",
@@ -392,6 +393,7 @@ register_stage(
         ("dedup.samples",),
         needs_all_rows=True,
         per_prompt=True,
+        writes=PRODUCES,
         side_name="duplicates",
         sections={"dedup": DedupConfig},
     )

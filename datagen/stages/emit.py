@@ -56,6 +56,7 @@ from datagen.records import ROLE_STUDENT, Sample, arrow_columns, arrow_rows, col
 from datagen.safetext import redact_config
 from datagen.sources import resolve_path, uses_datasets
 from datagen.stages.base import STAGES, Stage, StageContext, register_stage
+from datagen.views import open_part
 
 logger = logging.getLogger(__name__)
 
@@ -358,9 +359,7 @@ def decontamination_result(ctx: StageContext) -> dict[str, Any] | None:
     found = sorted((Path(ctx.run_dir) / "stages").glob("*_decontaminate"))
     by_benchmark: dict[str, int] = {}
     if found and (found[0] / "contaminated").exists():
-        for meta in column_values(
-            datasets.load_from_disk(str(found[0] / "contaminated")), "metadata"
-        ):
+        for meta in column_values(open_part(found[0] / "contaminated"), "metadata"):
             name = (
                 (json.loads(meta) if isinstance(meta, str) else meta or {})
                 .get("contamination", {})
@@ -386,11 +385,10 @@ def write_license(folder: Path, hub: HubFields, license: str, config: dict[str, 
 
 def teachers_report(stage_dir: Path, config: Any) -> dict[str, Any] | None:
     """The per-teacher table over the samples that reached the outputs (from disk)."""
-    import datasets
 
     if not (stage_dir / "data").exists():
         return None
-    rows = datasets.load_from_disk(str(stage_dir / "data"))
+    rows = open_part(stage_dir / "data")
     counter = TokenCounter.from_spec(config.output.tokenizer)
     return teacher_table(table_samples(rows, counter), counter)  # streamed, one pass
 

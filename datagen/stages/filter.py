@@ -280,5 +280,13 @@ def filter_table(table: pa.Table, ctx: StageContext, *, cfg: dict[str, Any]) -> 
 
 
 register_stage(
-    Stage("filter", filter_samples, "sample", "sample", ("filter",), columnar=filter_table)
+    Stage(
+        "filter",
+        filter_samples,
+        "sample",
+        "sample",
+        ("filter",),
+        columnar=filter_table,
+        writes=("keep", "reject_reason"),
+    )
 )

@@ -18,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import datasets
-
 from datagen.config import ConfigError, DatagenConfig, StudentConfig, VerifyConfig
 from datagen.records import ROLE_STUDENT as STUDENT
 from datagen.records import Problem, Sample
 from datagen.stages.base import Stage, StageContext, register_stage
 from datagen.stages.verify import rank_rule_users, run_routes
 from datagen.teachers import TEACHERS, build_teacher
+from datagen.views import open_part
 
 CONSUMES = ("problem_id", "messages", "reference", "domain", "role")
 PRODUCES = ("role",)  # new rows: the student's samples, with verdicts and passed
@@ -77,7 +76,7 @@ def student_report(stage_dir: Path, config: DatagenConfig) -> dict[str, Any] | N
     """The student's pass rate over the prompts it answered (exact over the stage data)."""
     if not config.student.enabled or not (stage_dir / "data").exists():
         return None
-    ds = datasets.load_from_disk(str(stage_dir / "data"))
+    ds = open_part(stage_dir / "data")
     if "role" not in ds.column_names:
         return None
     mine = [

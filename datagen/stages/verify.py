@@ -263,6 +263,7 @@ register_stage(
         "sample",
         "sample",
         ("verifier", "verify"),
+        writes=PRODUCES,
         wants_gpu=verifier_wants_gpu,
         columnar=columns_through(verify, Sample, READS, PRODUCES),
     )
@@ -277,6 +278,7 @@ register_stage(
         ("verifier", "verify"),
         needs_all_rows=True,
         per_prompt=True,
+        writes=PRODUCES,
         wants_gpu=verifier_wants_gpu,
         columnar=columns_through(verify_groups, Sample, READS, PRODUCES),
     )

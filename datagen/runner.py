@@ -357,6 +357,12 @@ class Runner:
                         f"stage {stage.name} declares that its rows are its input rows "
                         f"(Stage.writes) but returned {table.num_rows} rows for {hi - lo}"
                     )
+                missing = [c for c in stored if c not in table.column_names]
+                if missing:
+                    raise ValueError(
+                        f"stage {stage.name} declares it writes {missing} (Stage.writes) "
+                        f"but its output has no such column"
+                    )
                 table = table.select(list(stored))
             tmp = shard.with_suffix(".tmp")
             # Read once, then deleted: not worth compressing (it doubled the write and read).

@@ -393,7 +393,7 @@ register_stage(
         ("dedup.samples",),
         needs_all_rows=True,
         per_prompt=True,
-        writes=PRODUCES,
+        writes=("keep", "reject_reason"),
         side_name="duplicates",
         sections={"dedup": DedupConfig},
     )

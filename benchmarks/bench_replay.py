@@ -17,7 +17,8 @@ Prints one JSON object (and writes it with ``--out``): each side's wall seconds,
 grading seconds and traces/s (datagen's from the verify stage's time in
 ``manifest.json``), peak RSS of the process tree (sampled every 0.1 s with
 psutil), disk bytes per trace (datagen: the run directory, outputs included;
-naive: the saved dataset), the verdicts' agreement per trace, the filter stage's
+naive: the saved dataset; ``disk_over_sample_text``: each part of it over the
+samples' text), the verdicts' agreement per trace, the filter stage's
 ms per row, and the ratios the issue asks for. The machine may be shared:
 ``load_before``/``load_after`` are ``os.getloadavg()``.
 
@@ -236,6 +237,21 @@ def disk(path: Path) -> int:
     return sum(seen.values())
 
 
+def disk_parts(run_dir: Path, text: int) -> dict[str, float]:
+    """What each part of the run directory costs, over the samples' text: every stage part
+    (``stages/03_generate/data``), every output's ``arrow/`` and other files, the rest."""
+    parts = [p for p in sorted((run_dir / "stages").glob("*/*")) if p.is_dir()]
+    for out in sorted((run_dir / "outputs").glob("*")):
+        parts += [p for p in sorted(out.iterdir()) if p.is_dir()]
+    costs = {str(p.relative_to(run_dir)): disk(p) for p in parts}
+    for out in sorted((run_dir / "outputs").glob("*")):
+        costs[f"{out.relative_to(run_dir)}/files"] = sum(
+            f.stat().st_size for f in out.iterdir() if f.is_file()
+        )
+    costs["other"] = disk(run_dir) - sum(costs.values())
+    return {name: round(size / text, 3) for name, size in costs.items()}
+
+
 def bench(n: int, workdir: Path, keep: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-replay-{n}-", dir=workdir))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -304,6 +320,7 @@ def bench(n: int, workdir: Path, keep: bool) -> dict[str, Any]:
         text = report["inputs"]["sample_text_bytes"]
         report["run_dir_over_sample_text"] = round(ours["disk_bytes"] / text, 3)
         report["stages_over_sample_text"] = round(disk(run_dir / "stages") / text, 3)
+        report["disk_over_sample_text"] = disk_parts(run_dir, text)
     finally:
         if keep:
             report["folder"] = str(folder)

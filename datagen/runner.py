@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datagen import shards as shard_io
 from datagen.config import DatagenConfig
 from datagen.executors import build_executor
 from datagen.progress import KEY as PROGRESS
@@ -272,7 +270,7 @@ class Runner:
             kept = open_part(sdir / "data")
         else:
             kept, n_kept, n_aside = save_split(
-                self._output_batches(stage, data, shards),
+                shard_batches(shards),
                 out_type.FEATURES,
                 sdir / ".assemble",
                 sdir / "data",
@@ -299,16 +297,6 @@ class Runner:
             result.seconds,
         )
         return kept, result
-
-    @staticmethod
-    def _output_batches(
-        stage: Stage, data: datasets.Dataset | None, shards: list[Path]
-    ) -> Iterator[pa.Table]:
-        """The stage's output rows, a batch at a time: its shards, or a sink's input."""
-        if stage.sink is not None and data is not None:
-            yield from data.with_format("arrow").iter(batch_size=shard_io.READ_ROWS)
-        else:
-            yield from shard_batches(shards)
 
     def _streams(self, stage: Stage, data: datasets.Dataset | None) -> bool:
         """Whether ``stage`` runs as one stream here (keyed input)."""

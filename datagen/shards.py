@@ -273,40 +273,6 @@ def save_view(
     return int(keep.sum()), int((~keep).sum())
 
 
-def link_passthrough(
-    data: datasets.Dataset, features: datasets.Features, kept_path: Path, aside_path: Path
-) -> datasets.Dataset | None:
-    """Save ``data`` unchanged as a stage's kept rows by hard-linking its files, or None.
-
-    For a stage whose rows pass through (``emit``): the previous stage's folder is
-    linked, not copied, so the run directory holds those bytes once. None when
-    ``data`` is not one saved folder read whole (a selection, in memory, another
-    schema) or the file system cannot link; the caller then copies.
-    """
-    files = [Path(f["filename"]) for f in data.cache_files]
-    if data._indices is not None or not files or data.features != features:
-        return None
-    folder = files[0].parent
-    if any(f.parent != folder for f in files) or not (folder / "state.json").exists():
-        return None
-    tmp = kept_path.with_name(kept_path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for name in sorted(os.listdir(folder)):
-            if (folder / name).is_file():
-                os.link(folder / name, tmp / name)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return None
-    empty = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    save_rows(empty, np.zeros(0, np.int64), 0, aside_path)
-    if kept_path.exists():
-        shutil.rmtree(kept_path)
-    os.replace(tmp, kept_path)
-    return datasets.load_from_disk(str(kept_path))
-
-
 def save_rows(full: datasets.Dataset, rows: np.ndarray, nbytes: int, path: Path) -> None:
     """Save ``full``'s ``rows`` (in that order) to ``path``: temp folder, then rename.
 

@@ -43,7 +43,8 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     views = tmp_path_factory.mktemp("views") / "run"
     full = tmp_path_factory.mktemp("full") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "_view_columns", lambda stage: None)  # the old way: copies
+        # The old way: copies (emit, a sink, was a hard link then, and is a view here).
+        mp.setattr(runner, "_view_columns", lambda stage: () if stage.sink else None)
         build_run(views)
     shutil.move(views, full)
     build_run(views)
@@ -108,7 +109,7 @@ def test_stages_hold_the_sample_text_about_once(runs):
     # Generate's dataset holds each sample's text once; a view adds only positions and
     # the columns its stage set (verdicts, keep, reasons), ten views under a third of it.
     assert viewed < 0.35 * whole, (viewed, whole)
-    assert copies > 2.5 * whole  # what saving the same stages whole cost
+    assert copies > 1.8 * whole  # what saving the same stages whole cost
 
 
 def test_a_view_over_another_upstream_is_never_used(runs, caplog):

@@ -269,7 +269,7 @@ def save_view(
         keep = keep.astype(bool)
     for path, rows in ((kept_path, np.flatnonzero(keep)), (aside_path, np.flatnonzero(~keep))):
         part = table.take(rows) if columns else table
-        write_view(path, upstream, upstream_fingerprint, rows, part)
+        write_view(path, upstream, upstream_fingerprint, rows, part, rows_in)
     return int(keep.sum()), int((~keep).sum())
 
 

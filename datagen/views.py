@@ -54,7 +54,12 @@ def is_part(folder: Path) -> bool:
 
 
 def write_view(
-    folder: Path, upstream: Path, upstream_fingerprint: str, rows: np.ndarray, columns: pa.Table
+    folder: Path,
+    upstream: Path,
+    upstream_fingerprint: str,
+    rows: np.ndarray,
+    columns: pa.Table,
+    upstream_rows: int,
 ) -> None:
     """Save a view folder (temp folder, then rename).
 
@@ -66,6 +71,7 @@ def write_view(
         rows: Positions in the upstream dataset, ascending, one per row of the view.
         columns: The columns the stage set, one row per position (other columns come
             from the upstream).
+        upstream_rows: The upstream dataset's rows (checked again when opened).
     """
     folder = Path(folder)
     if columns.num_columns and columns.num_rows != len(rows):
@@ -82,6 +88,7 @@ def write_view(
     spec = {
         "upstream": os.path.relpath(upstream, folder),
         "upstream_fingerprint": upstream_fingerprint,
+        "upstream_rows": upstream_rows,
         "rows": len(rows),
         "columns": columns.column_names,
     }
@@ -117,8 +124,11 @@ def open_part(folder: Path) -> datasets.Dataset:
     base = open_part(upstream)
     stored = pa.ipc.open_file(pa.memory_map(str(folder / VIEW_ROWS))).read_all()
     rows = stored.column(ROW).to_numpy()
-    if len(rows) and (rows[-1] >= len(base) or rows.min() < 0):
-        raise StaleViewError(f"{folder}: positions beyond the {len(base)} rows of {upstream}")
+    if spec["upstream_rows"] != len(base):
+        raise StaleViewError(
+            f"{folder} was built over {spec['upstream_rows']} rows of {upstream}, which has "
+            f"{len(base)} now; rerun the pipeline with run.resume=true to rebuild it"
+        )
     table = _take_runs(_arrow(base), rows)
     names = table.column_names
     for name in stored.column_names[1:]:

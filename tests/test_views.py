@@ -132,3 +132,10 @@ def test_a_view_over_another_upstream_is_never_used(runs, caplog):
         open_part(copy / "stages" / verify.name / "data")
     with pytest.raises(StaleViewError):  # a view over that view is stale too
         open_part(next((copy / "stages").glob("*_filter")) / "data")
+    # Another number of upstream rows than the view was built over: refused as well.
+    (copy / "manifest.json").write_text((views / "manifest.json").read_text())
+    open_part(copy / "stages" / verify.name / "data")
+    changed = {**spec, "upstream_rows": spec["upstream_rows"] + 1}
+    (copy / "stages" / verify.name / "data" / "view.json").write_text(json.dumps(changed))
+    with pytest.raises(StaleViewError, match="rows"):
+        open_part(copy / "stages" / verify.name / "data")

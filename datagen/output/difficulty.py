@@ -86,7 +86,7 @@ def difficulty(pass_rate: float | None, edges: Sequence[float] = (0.3, 0.7)) -> 
 
 
 def bucket_expr(positives: str, negatives: str, edges: Sequence[float] = (0.3, 0.7)) -> pl.Expr:
-    """:func:`difficulty` as a polars expression over count columns (same float arithmetic).
+    """:func:`difficulty` as a polars expression over count columns (the same float operations).
 
     >>> frame = pl.DataFrame({"p": [0, 1, 1, 3, 2, 0], "n": [2, 3, 1, 1, 0, 0]})
     >>> frame.select(bucket_expr("p", "n"))["bucket"].to_list()

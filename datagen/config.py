@@ -275,6 +275,10 @@ class OutputConfig:
 
     dir: str = "outputs"
     """Folder under the run directory that receives the datasets."""
+    save_arrow: bool = False
+    """Also save each output with ``save_to_disk`` in ``<name>/arrow/`` (for
+    ``load_from_disk``). Off: the Parquet file is the one copy (the outputs' text would
+    otherwise be on disk twice)."""
     pair_policy: str = "all"
     """How pairs are drawn per prompt: ``all`` (chosen x rejected combinations, shuffled by
     seed, capped by ``max_pairs_per_prompt``), ``random`` (one random pair per prompt) or

@@ -27,6 +27,7 @@ import polars as pl
 import yaml
 
 from datagen.output.card import redact
+from datagen.output.publish import load_output, output_file
 from datagen.records import column_values
 from datagen.report_tables import disagreements, pass_rate_tables, problem_labels, sample_frame
 from datagen.stages import STAGES
@@ -141,9 +142,9 @@ def build_funnel(run_dir: Path) -> list[dict[str, Any]]:
         elif name == "emit":
             add("kept", "samples kept for the outputs", len(data))
             for out in OUTPUTS:
-                path = run_dir / "outputs" / out / "arrow"
-                if path.exists():
-                    add(f"emitted:{out}", f"emitted {out}", len(datasets.load_from_disk(str(path))))
+                path = run_dir / "outputs" / out
+                if output_file(path).exists():
+                    add(f"emitted:{out}", f"emitted {out}", len(load_output(path)))
         elif n_aside:
             add(f"set_aside:{name}", f"set aside by {name}", n_aside)
         previous_rows = len(data)
@@ -196,9 +197,9 @@ def token_lengths(run_dir: Path, final: pl.DataFrame) -> dict[str, list[int]]:
     else the teacher's completion tokens of the kept samples."""
     lengths: dict[str, list[int]] = {}
     for key, out in (("positives", "sft_positive"), ("negatives", "sft_negative")):
-        path = run_dir / "outputs" / out / "arrow"
-        if path.exists():
-            lengths[key] = column_values(datasets.load_from_disk(str(path)), "response_tokens")
+        path = run_dir / "outputs" / out
+        if output_file(path).exists():
+            lengths[key] = column_values(load_output(path), "response_tokens")
     if not lengths:
         tokens = (
             final["completion_tokens"]
@@ -220,11 +221,11 @@ def examples(run_dir: Path) -> dict[str, Any]:
     """One emitted positive, one negative and one pair (messages, cut to a readable size)."""
     found: dict[str, Any] = {}
     for key, out in (("positive", "sft_positive"), ("negative", "sft_negative")):
-        path = run_dir / "outputs" / out / "arrow"
-        if path.exists() and len(ds := datasets.load_from_disk(str(path))):
+        path = run_dir / "outputs" / out
+        if output_file(path).exists() and len(ds := load_output(path)):
             found[key] = [{**m, "content": _clip(m["content"])} for m in ds[0]["messages"]]
-    path = run_dir / "outputs" / "redi_pairs" / "arrow"
-    if path.exists() and len(ds := datasets.load_from_disk(str(path))):
+    path = run_dir / "outputs" / "redi_pairs"
+    if output_file(path).exists() and len(ds := load_output(path)):
         row = ds[0]
         found["pair"] = {
             k: [{**m, "content": _clip(m["content"])} for m in row[k]]

@@ -18,6 +18,7 @@ from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
 from datagen.output.funnel import source_funnel
+from datagen.output.publish import load_output, output_file
 from datagen.records import ROLE_STUDENT, arrow_columns, column_values
 from datagen.runner import StageResult
 from datagen.stages import STAGES, Stage
@@ -78,8 +79,8 @@ def build_summary(
     outputs = run_dir / config.output.dir
     on_disk: dict[str, datasets.Dataset] = {}
     for name, spec in OUTPUTS.items():
-        if (outputs / name / "arrow").exists():
-            on_disk[name] = datasets.load_from_disk(str(outputs / name / "arrow"))
+        if output_file(outputs / name).exists():
+            on_disk[name] = load_output(outputs / name)
             summary[name] = len(on_disk[name])
             if spec.summary_extra is not None:
                 summary.update(spec.summary_extra(summary, summary[name]))

@@ -20,6 +20,7 @@ from datagen.__main__ import run
 from datagen.compose import resolve_config
 from datagen.config import ConfigError, OutputConfig
 from datagen.output.builders import build_outputs
+from datagen.output.publish import load_output
 from datagen.output.selection import select_by_length
 from datagen.output.tokens import TokenCounter
 from datagen.records import Sample
@@ -86,7 +87,7 @@ def curated(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def output(run_dir: Path, name: str) -> datasets.Dataset:
-    return datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+    return load_output(run_dir / "outputs" / name)
 
 
 def final_samples(run_dir: Path) -> list[Sample]:

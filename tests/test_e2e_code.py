@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.output.publish import load_output
 from datagen.views import open_part
 from verifiers.code import extract_code
 from verifiers.code import verify as run_tests
@@ -57,12 +57,12 @@ def test_code_pipeline_emits_three_datasets_whose_labels_hold(finished_run):
         for line in (ROOT / "data" / "code_sample.jsonl").read_text().splitlines()
     }
     for name, expected in (("sft_positive", True), ("sft_negative", False)):
-        ds = datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+        ds = load_output(run_dir / "outputs" / name)
         for row in ds:
             prompt = row["messages"][-2]["content"]
             code = extract_code(row["messages"][-1]["content"])
             assert run_tests(code, specs[prompt]).passed is expected
-    for row in datasets.load_from_disk(str(run_dir / "outputs" / "redi_pairs" / "arrow")):
+    for row in load_output(run_dir / "outputs" / "redi_pairs"):
         spec = specs[row["prompt"][-1]["content"]]
         assert run_tests(extract_code(row["chosen"][-1]["content"]), spec).passed is True
         assert run_tests(extract_code(row["rejected"][-1]["content"]) or "", spec).passed is False

@@ -18,6 +18,7 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.output.publish import load_output
 from datagen.records import Sample
 from datagen.views import open_part
 
@@ -56,7 +57,7 @@ def finished(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def output(run_dir: Path, name: str) -> datasets.Dataset:
-    return datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+    return load_output(run_dir / "outputs" / name)
 
 
 def final(run_dir: Path) -> list[Sample]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import pytest
 
 from datagen.__main__ import run
 from datagen.compose import resolve_config
 from datagen.config import ConfigError
+from datagen.output.publish import load_output
 from datagen.records import Sample
 from datagen.summary import format_summary
 from datagen.views import open_part
@@ -78,7 +78,7 @@ def test_pairs_put_the_better_scored_answer_first(finished_run):
     run_dir, _ = finished_run
     final = sorted((run_dir / "stages").glob("*_verify_groups"))[0] / "data"
     score = {s["content"]: s["verdicts"][0]["score"] for s in open_part(str(final))}
-    pairs = datasets.load_from_disk(str(run_dir / "outputs" / "redi_pairs" / "arrow"))
+    pairs = load_output(run_dir / "outputs" / "redi_pairs")
     assert len(pairs) >= 1
     row = pairs[0]
     text = json.dumps(row)

@@ -25,6 +25,7 @@ import pytest
 from datagen.__main__ import run
 from datagen.compose import resolve_config
 from datagen.output.builders import PAIR_FEATURES, SFT_FEATURES
+from datagen.output.publish import load_output as open_output
 from datagen.views import open_part
 from verifiers.math import verify as math_verify
 from verifiers.math_extract import restates_prompt
@@ -79,7 +80,7 @@ def finished_run(source, tmp_path_factory):
 
 
 def load_output(run_dir: Path, name: str) -> datasets.Dataset:
-    return datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+    return open_output(run_dir / "outputs" / name)
 
 
 def test_outputs_have_the_schema_and_cards(finished_run):

@@ -20,6 +20,7 @@ import datasets
 import pytest
 
 from datagen.__main__ import run
+from datagen.output.publish import load_output
 from datagen.views import open_part
 
 from .conftest import compose
@@ -49,7 +50,7 @@ def mix_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def load(run_dir: Path, name: str) -> datasets.Dataset:
-    return datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+    return load_output(run_dir / "outputs" / name)
 
 
 def final_samples(run_dir: Path) -> datasets.Dataset:

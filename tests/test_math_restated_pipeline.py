@@ -16,11 +16,11 @@ import json
 import re
 from pathlib import Path
 
-import datasets
 import math_verify
 import pytest
 
 from datagen.__main__ import run
+from datagen.output.publish import load_output
 from datagen.views import open_part
 from verifiers.math_extract import normalize, prompt_expressions
 
@@ -100,7 +100,7 @@ def test_restated_traces_are_no_answer_and_set_aside(restating_run):
         ]
         assert sample["passed"] is False and verdict["error"] == "no_answer", verdict
         assert "prompt" in verdict["reason"]
-    positive = datasets.load_from_disk(str(Path(run_dir) / "outputs" / "sft_positive" / "arrow"))
+    positive = load_output(Path(run_dir) / "outputs" / "sft_positive")
     texts = [row["messages"][-1]["content"] for row in positive]
     assert not any("560" in t or "Therefore the answer is" in t for t in texts)
     assert summary["negatives"] == len(rows)  # the wrong answers; the restated ones set aside

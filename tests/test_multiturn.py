@@ -15,6 +15,7 @@ import datasets
 import pytest
 
 from datagen.config import SourceConfig
+from datagen.output.publish import load_output as open_output
 from datagen.sources import read_source, to_messages
 from datagen.summary import format_summary
 
@@ -96,7 +97,7 @@ def chat_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def load_output(run_dir: Path, name: str) -> datasets.Dataset:
-    return datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow"))
+    return open_output(run_dir / "outputs" / name)
 
 
 def test_pairs_share_the_whole_conversation_and_sft_rows_keep_the_earlier_turns(chat_run):

@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard
 from datagen.output.builders import BuiltOutput
 from datagen.output.card import HubFields, render_card
 from datagen.output.formats import sft_features, to_dataset
+from datagen.output.publish import load_output
 
 from .test_output_publish import OUTPUTS, module_config, run_emit  # noqa: F401
 
@@ -51,7 +52,7 @@ def test_every_card_loads_with_the_lines_it_prints(written):
         for line, name in zip(lines, names, strict=True):
             assert f"{name}" in line
             loaded = run_line(line)
-            on_disk = datasets.load_from_disk(str(out / name / "arrow"))
+            on_disk = load_output(out / name)
             assert loaded.num_rows == ctx.stats["emit"][name] > 0
             assert loaded.to_list() == on_disk.to_list()
 
@@ -70,7 +71,7 @@ def test_the_card_names_each_output_as_a_config_the_hub_can_load(written):
         # load_dataset(folder, name) works too (a fresh cache: see card.load_line)
         cache = out.parent / f"hf-cache-{name}"
         by_name = datasets.load_dataset(str(out / name), name, split="train", cache_dir=str(cache))
-        assert by_name.num_rows == datasets.load_from_disk(str(out / name / "arrow")).num_rows
+        assert by_name.num_rows == load_output(out / name).num_rows
 
 
 def test_card_metadata_has_the_hub_template_fields(written):
@@ -92,7 +93,7 @@ def test_card_metadata_has_the_hub_template_fields(written):
     for name in OUTPUTS:
         text = DatasetCard.load(out / name / "README.md").text
         example = json.loads(text.split("### Example row\n\n```json\n")[1].split("```")[0])
-        on_disk = datasets.load_from_disk(str(out / name / "arrow"))
+        on_disk = load_output(out / name)
         assert list(example) == on_disk.column_names
         assert example["id"] == on_disk[0]["id"]
         trainer = "DPOTrainer" if name == "redi_pairs" else "SFTTrainer"

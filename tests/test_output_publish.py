@@ -23,6 +23,7 @@ from datagen.output import publish
 from datagen.output.builders import BuiltOutput
 from datagen.output.card import render_card
 from datagen.output.formats import pair_features, to_dataset
+from datagen.output.publish import load_output
 from datagen.stages.base import StageContext
 from datagen.stages.emit import emit
 
@@ -82,12 +83,23 @@ def test_dry_run_folder_loads_back_with_load_dataset(dry_run):
     assert default.num_rows == ctx.stats["emit"]["sft_positive"]
     for name in OUTPUTS:
         loaded = load(hub, name)
-        written = datasets.load_from_disk(str(out / name / "arrow"))
+        written = load_output(out / name)
         assert loaded.num_rows == written.num_rows == ctx.stats["emit"][name] > 0
         assert loaded.column_names == written.column_names
         assert loaded.to_list() == written.to_list()
         # the per-output folders load on their own too
         assert load(out / name).num_rows == written.num_rows
+        assert not (out / name / "arrow").exists()  # the Parquet file is the one copy
+
+
+def test_save_arrow_also_writes_a_load_from_disk_copy(module_config, tmp_path):
+    _, ctx = run_emit(module_config, tmp_path, "output.save_arrow=true")
+    for name in OUTPUTS:
+        folder = tmp_path / "outputs" / name
+        copy = datasets.load_from_disk(str(folder / "arrow"))
+        assert copy.features == load_output(folder).features
+        assert copy.to_list() == load_output(folder).to_list()
+        assert len(copy) == ctx.stats["emit"][name]
 
 
 def test_card_metadata_parses_with_huggingface_hub(dry_run):
@@ -135,7 +147,7 @@ def test_empty_outputs_are_left_out_of_the_hub_folder(module_config, tmp_path):
     assert "Not included (no rows): sft_negative, redi_pairs." in card.text
     assert load(hub).num_rows == len(only_positives)
     for name in ("sft_negative", "redi_pairs"):  # still written, empty, in their own folders
-        assert datasets.load_from_disk(str(hub.parent / name / "arrow")).num_rows == 0
+        assert load_output(hub.parent / name).num_rows == 0
 
 
 class RecordingHfApi:

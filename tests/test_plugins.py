@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
 import pytest
 
 from datagen.__main__ import run
@@ -25,6 +24,7 @@ from datagen.config import ConfigError, SamplingConfig
 from datagen.context import StageContext
 from datagen.output import OUTPUTS, OutputSpec, register_output
 from datagen.output.formats import sft_features
+from datagen.output.publish import load_output
 from datagen.output.sft import build_sft
 from datagen.records import Sample
 from datagen.stages import STAGES, Stage, register_stage
@@ -206,7 +206,7 @@ def test_plugins_run_in_a_pipeline(tmp_path):
     assert summary["set_aside"] == {"min_length": 2}
     assert summary["min_length_report"] == {"short": 2, "chars": 16}
     # the output: one shortest positive per prompt, beside the built-in outputs
-    shortest = datasets.load_from_disk(str(tmp_path / "run" / "built" / "sft_shortest" / "arrow"))
+    shortest = load_output(tmp_path / "run" / "built" / "sft_shortest")
     assert summary["sft_shortest"] == len(shortest) == 2
     assert sorted(shortest["sample_index"]) == [2, 2]  # sample 0's answer was set aside as short
     assert summary["redi_pairs"] >= 1 and summary["sft_positive"] == 2  # read from built/

@@ -11,7 +11,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers, under any pytest import mode
@@ -20,6 +19,7 @@ from helpers.stub_openai import StubOpenAI
 
 from datagen.__main__ import run
 from datagen.config import ConfigError
+from datagen.output.publish import load_output
 from datagen.runner import Runner
 from datagen.stages import STAGES
 from datagen.teachers.cache import RequestCache
@@ -55,10 +55,7 @@ def cfg_for(tmp_path: Path, url: str):
 
 
 def outputs(run_dir: Path) -> dict[str, list]:
-    return {
-        name: datasets.load_from_disk(str(run_dir / "outputs" / name / "arrow")).to_list()
-        for name in OUTPUTS
-    }
+    return {name: load_output(run_dir / "outputs" / name).to_list() for name in OUTPUTS}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from datagen import runner
+from datagen.output.publish import load_output, output_file
 from datagen.state import load_finished
 from datagen.views import StaleViewError, is_view, open_part, view_spec
 from tests.helpers.replay_run import build_run
@@ -86,11 +87,11 @@ def untimed(summary: dict) -> dict:
 
 def test_outputs_summary_and_report_are_unchanged(runs):
     views, full = runs
-    names = sorted(p.name for p in (full / "outputs").iterdir() if (p / "arrow").exists())
+    names = sorted(p.name for p in (full / "outputs").iterdir() if output_file(p).exists())
     assert names  # sft_positive, sft_negative, redi_pairs
     for name in names:
-        a = open_part(views / "outputs" / name / "arrow")
-        assert a.to_list() == open_part(full / "outputs" / name / "arrow").to_list(), name
+        a = load_output(views / "outputs" / name)
+        assert a.to_list() == load_output(full / "outputs" / name).to_list(), name
     summaries = [json.loads((d / "summary.json").read_text()) for d in (views, full)]
     assert untimed(summaries[0]) == untimed(summaries[1])
     reports = [(d / "report.md").read_text().splitlines() for d in (views, full)]

@@ -2,8 +2,11 @@
 
 Two layouts:
 
-- ``<dir>/<name>/``: ``arrow/`` (``save_to_disk``), ``<name>.parquet`` and a
-  ``README.md`` card, one folder per output (always written).
+- ``<dir>/<name>/``: ``<name>.parquet`` and a ``README.md`` card, one folder per
+  output (always written); ``arrow/`` (``save_to_disk``) too with
+  ``output.save_arrow``. The Parquet file is the output's one full copy (a run
+  directory holds each text once more in the generate stage, and the stages
+  after it are views); :func:`load_output` opens it as a ``datasets.Dataset``.
 - ``<dir>/hub/``: exactly what ``output.push_to_hub`` uploads, one dataset repo
   with one config per output: ``README.md`` plus
   ``<name>/train-0000K-of-0000N.parquet`` shards. ``output.dry_run=true``
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 from huggingface_hub import HfApi, get_token
 
 from datagen.config import ConfigError
@@ -35,14 +39,36 @@ MAX_SHARD_BYTES = 500 * 1024 * 1024
 """Parquet shard size: the Hub serves and previews files of a few hundred MB well."""
 
 
-def write_output(out: BuiltOutput, folder: Path, card: str) -> None:
-    """Write one output's folder: ``arrow/`` + ``<name>.parquet`` + ``README.md``."""
+def write_output(out: BuiltOutput, folder: Path, card: str, *, save_arrow: bool = False) -> None:
+    """Write one output's folder: ``<name>.parquet`` + ``README.md`` (+ ``arrow/``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    # One shard even when empty: datasets 5.2 writes zero shards for zero rows, and
-    # load_from_disk then fails (IndexError in concat_tables).
-    out.dataset.save_to_disk(str(folder / "arrow"), num_shards=1 if not len(out.dataset) else None)
-    out.dataset.to_parquet(str(folder / f"{out.name}.parquet"))
+    if save_arrow:
+        # One shard even when empty: datasets 5.2 writes zero shards for zero rows, and
+        # load_from_disk then fails (IndexError in concat_tables).
+        num_shards = 1 if not len(out.dataset) else None
+        out.dataset.save_to_disk(str(folder / "arrow"), num_shards=num_shards)
+    out.dataset.to_parquet(str(output_file(folder)))
     (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+def output_file(folder: Path) -> Path:
+    """The Parquet file of the output in ``folder`` (named like the output)."""
+    return Path(folder) / f"{Path(folder).name}.parquet"
+
+
+def load_output(folder: Path | str) -> datasets.Dataset:
+    """The output written in ``folder``, memory-mapped from its Parquet file.
+
+    The features come from the file's schema (``to_parquet`` stores them), and
+    nothing is copied into the ``datasets`` cache, unlike ``load_dataset``.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no output (the message names the file).
+    """
+    path = output_file(Path(folder))
+    if not path.exists():
+        raise FileNotFoundError(f"no output at {path} (emit writes <name>/<name>.parquet)")
+    return datasets.Dataset(pq.read_table(path, memory_map=True))
 
 
 def write_shards(

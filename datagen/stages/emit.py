@@ -209,7 +209,7 @@ def write_outputs(
             local=True,
             **card_args,
         )
-        write_output(out, folder, card)
+        write_output(out, folder, card, save_arrow=ocfg.save_arrow)
         write_domain_files(out.dataset, folder)
         write_license(folder, hub, ocfg.license, config)
         stats = ctx.stats.setdefault("emit", {})

@@ -51,10 +51,17 @@ def answer_of(message_text: str) -> str:
     return message_text.split("</think>")[-1]
 
 
+# Lines 2, 5 and 6 of the bundled sample (binom(8,0), cos 0, binom(9,8)): on llama.cpp
+# the first two give positives and negatives (so pairs) at the README's seeds, the third
+# is issue 18's example; the other three gave negatives only, at half the run's time.
+PROBLEM_LINES = (1, 4, 5)
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """Six bundled problems, plus a malformed row, a duplicate and a benchmark leak."""
-    lines = SAMPLE.read_text().splitlines()[:6]
+    """Three bundled problems, plus a malformed row, a duplicate and a benchmark leak."""
+    sample = SAMPLE.read_text().splitlines()
+    lines = [sample[i] for i in PROBLEM_LINES]
     first = json.loads(lines[0])
     math500 = json.loads((ROOT / "data/benchmarks/math500.jsonl").read_text().splitlines()[0])
     extra = [
@@ -126,11 +133,11 @@ def test_pairs_share_the_prompt_chosen_correct_rejected_incorrect(finished_run):
 
 def test_summary_counts_add_up(finished_run):
     run_dir, s = finished_run
-    assert s["rows_read"] == 9 and s["malformed_rows"] == 1
+    assert s["rows_read"] == len(PROBLEM_LINES) + 3 and s["malformed_rows"] == 1
     assert s["set_aside"]["decontaminate"] == 1 and s["set_aside"]["dedup"] == 1
     assert_funnel_adds_up(s, samples_per_prompt=4)
     rejects = [json.loads(x) for x in (run_dir / "rejects.jsonl").read_text().splitlines()]
-    assert rejects[0]["line"] == 7 and "bad JSON" in rejects[0]["reason"]
+    assert rejects[0]["line"] == len(PROBLEM_LINES) + 1 and "bad JSON" in rejects[0]["reason"]
     assert json.loads((run_dir / "summary.json").read_text()) == s
 
 

@@ -1,7 +1,7 @@
 """Two teachers and a student, all the real embedded model, on the bundled math sample.
 
 No mocks: the local teacher (SmolLM2) generates at two temperatures as two teachers,
-and once more as the student; math-verify grades all of them. Kept short (four
+and once more as the student; math-verify grades all of them. Kept short (two
 problems, short generations, one module-scoped run, llama.cpp: ``engine=llama_cpp``, in
 the dev extra, about 1.8x faster than the default transformers engine, which
 tests/test_e2e_math.py's subprocess runs cover) for the suite's time budget.
@@ -32,7 +32,11 @@ STAGE2 = 0.5
 def finished(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("e2e_curate")
     source = root / "problems.jsonl"
-    source.write_text("\n".join((ROOT / "data" / "math_sample.jsonl").read_text().splitlines()[:4]))
+    # binom(8,0) and tan 0 (lines 2-3): on llama.cpp at these settings they give the
+    # positives, the stage-2 rows and the teacher-vs-student pairs; sin 0 and binom(5,1)
+    # gave none of those, for half of the run's time.
+    lines = (ROOT / "data" / "math_sample.jsonl").read_text().splitlines()[1:3]
+    source.write_text("\n".join(lines))
     cfg = compose(
         "+pipeline=math_student",
         "pipeline.stages=[load,generate,verify,filter,student,emit]",

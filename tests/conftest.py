@@ -53,3 +53,22 @@ def replay_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("replay") / "run"
     build_run(run_dir)
     return run_dir
+
+
+LLAMA_KEY_ENV = "DATAGEN_TEST_API_KEY"
+"""The variable holding the shared llama.cpp server's key, set for the whole session."""
+LLAMA_KEY = "test-key-4c1d"
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """One llama.cpp OpenAI-compatible server (``helpers/llama_server.py``) for every module
+    that talks to one: a start loads the model and the server's imports, seconds of CPU
+    each. It requires ``LLAMA_KEY`` (so a wrong key can be tested), which the session
+    exports in ``LLAMA_KEY_ENV``; clients name that variable as their ``api_key_env``."""
+    from tests.helpers.llama_server import LlamaServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(LLAMA_KEY_ENV, LLAMA_KEY)
+        with LlamaServer(api_key=LLAMA_KEY) as srv:
+            yield srv

@@ -1,7 +1,8 @@
 """LLM-judge verifier: score parsing, and the judge path against a real local server.
 
 The server is llama.cpp's OpenAI-compatible server on 127.0.0.1 with the
-bundled SmolLM2-135M (``helpers/llama_server.py``), behind the fault-injecting
+bundled SmolLM2-135M (``helpers/llama_server.py``; the suite's one, conftest.py's
+``llama_server``, which takes a key), behind the fault-injecting
 proxy (``helpers/fault_proxy.py``) that counts requests and injects errors.
 SmolLM2-135M is a poor judge: greedy decoding of the rubric below gives
 "Your rating is 1." for most answers and sometimes a reply with no score at all,
@@ -17,7 +18,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers, under any pytest import mode
 from helpers.fault_proxy import FaultProxy
-from helpers.llama_server import LlamaServer
 
 from datagen.config import VerifierChoice
 from datagen.records import Sample
@@ -31,6 +31,8 @@ from verifiers.judge import (
     judge_messages,
     parse_score,
 )
+
+from .conftest import LLAMA_KEY_ENV
 
 RUBRIC = """Please rate the following answer on a scale of 1 to 10.
 Question: {prompt}
@@ -131,16 +133,26 @@ def test_config_errors_say_what_to_set():
         JudgeConfig(model="m", threshold=11)
 
 
+def test_the_client_sends_the_named_key_or_none(monkeypatch):
+    """The server tests below send a key; a keyless server gets a placeholder, and a key
+    variable that is not set is named."""
+    assert OpenAIJudgeClient(cfg(api_key_env=None))._client.api_key == "EMPTY"
+    monkeypatch.setenv("DATAGEN_TEST_JUDGE_KEY", "k-123")
+    assert OpenAIJudgeClient(cfg(api_key_env="DATAGEN_TEST_JUDGE_KEY"))._client.api_key == "k-123"
+    monkeypatch.delenv("DATAGEN_TEST_JUDGE_KEY")
+    with pytest.raises(ValueError, match="DATAGEN_TEST_JUDGE_KEY is not set"):
+        OpenAIJudgeClient(cfg(api_key_env="DATAGEN_TEST_JUDGE_KEY"))
+
+
 # ---------------------------------------------------------------------------
 # Against the real local server
 
 
 @pytest.fixture(scope="module")
-def proxy():
-    with LlamaServer() as server:
-        p = FaultProxy(server.port).start()
-        yield p
-        p.stop()
+def proxy(llama_server):
+    p = FaultProxy(llama_server.port).start()
+    yield p
+    p.stop()
 
 
 QUESTIONS = ["What is the capital of France?", "What is 2+2?", "Name a colour."]
@@ -148,7 +160,13 @@ ANSWERS = ["Paris is the capital of France.", "Bananas are yellow.", "Blue."]
 
 
 def server_cfg(proxy: FaultProxy, **kw) -> JudgeConfig:
-    opts = {"base_url": proxy.base_url, "max_tokens": 24, "concurrency": 1, "max_retries": 2}
+    opts = {
+        "base_url": proxy.base_url,
+        "api_key_env": LLAMA_KEY_ENV,
+        "max_tokens": 24,
+        "concurrency": 1,
+        "max_retries": 2,
+    }
     return cfg(**{**opts, **kw})
 
 

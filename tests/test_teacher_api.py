@@ -1,7 +1,7 @@
 """The API teacher against a real OpenAI-compatible server (llama.cpp on 127.0.0.1).
 
-One server for the module, behind a fault-injecting proxy of our own
-(``helpers/fault_proxy.py``) that counts every request the client sends.
+The suite's one server (conftest.py's ``llama_server``), behind a fault-injecting proxy
+of our own (``helpers/fault_proxy.py``) that counts every request the client sends.
 Generations are tiny (8-12 tokens) so the module runs in about a minute on
 two shared cores.
 """
@@ -23,7 +23,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers, under any pytest import mode
 from helpers.fault_proxy import FaultProxy
-from helpers.llama_server import LlamaServer
 
 from datagen.config import SamplingConfig
 from datagen.records import Problem, content_hash
@@ -31,21 +30,16 @@ from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig
 from datagen.teachers.base import PriceConfig, TeacherFatalError
 from datagen.teachers.cache import RequestCache
 
-KEY_ENV = "DATAGEN_TEST_API_KEY"
-KEY = "test-key-4c1d"
+from .conftest import LLAMA_KEY as KEY
+from .conftest import LLAMA_KEY_ENV as KEY_ENV
+
 HELPERS = Path(__file__).parent / "helpers"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with LlamaServer(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture
-def proxy(server, monkeypatch):
+def proxy(llama_server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    p = FaultProxy(server.port).start()
+    p = FaultProxy(llama_server.port).start()
     yield p
     p.stop()
 

@@ -25,15 +25,15 @@ from datagen.__main__ import run
 from datagen.summary import format_summary
 from datagen.views import open_part
 
-from .conftest import compose
+from .conftest import LLAMA_KEY_ENV, compose
 
 MODEL = "SmolLM2-135M-Instruct"  # the local teacher's model name, served under the same name
 
 
 @pytest.fixture(scope="module")
-def server():
-    with LlamaServer() as srv:
-        yield srv
+def server(llama_server):
+    """The suite's one server (conftest.py), which takes the key in ``LLAMA_KEY_ENV``."""
+    return llama_server
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def overrides(server: LlamaServer, *extra: str) -> list[str]:
         "verifier=judge",
         f"verifier.model={MODEL}",
         f"verifier.base_url={server.base_url}",  # the judge bypasses the counting proxy
-        "verifier.api_key_env=null",
+        f"verifier.api_key_env={LLAMA_KEY_ENV}",
         "verifier.max_tokens=24",
         "run.limit=2",
         "generation.n=2",
@@ -65,7 +65,7 @@ def api_teacher(proxy: FaultProxy) -> list[str]:
         "teacher=openai",
         f"teacher.model={MODEL}",
         f"teacher.base_url={proxy.base_url}",
-        "teacher.api_key_env=null",
+        f"teacher.api_key_env={LLAMA_KEY_ENV}",
     ]
 
 

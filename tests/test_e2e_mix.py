@@ -7,8 +7,9 @@ domain's verifier: math-verify, the code sandbox, and for general prompts a rewa
 model. No reward-model weights can be downloaded on these machines, so that one is
 the tiny randomly initialised model ``test_reward.build_tiny_reward_model`` writes (its
 scores are noise; the path is what is tested), named as a user names a real one.
-One run for the module, with few rows per source (the pipeline's own limits) and
-two samples per prompt.
+One run for the module, with one row per source (the pipeline's own limits are two:
+the first row of each gives every domain rows in the outputs, and the general one a
+pair) and two samples per prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .conftest import compose
 from .test_reward import build_tiny_reward_model
 
 N = 2
+LIMIT = 1
+"""Rows per source."""
 OUTPUTS = ("sft_positive", "sft_negative", "redi_pairs")
 VERIFIER_OF = {"math": "math", "code": "code", "general": "reward"}
 
@@ -40,6 +43,7 @@ def mix_run(tmp_path_factory) -> tuple[Path, dict]:
         f"verify.routes.general.model={model}",
         "verify.routes.general.device=cpu",
         f"generation.n={N}",
+        *(f"sources.{i}.limit={LIMIT}" for i in range(3)),
         "run.progress=false",
         # One llama.cpp thread: on this shared, oversubscribed 2-core machine two spinning
         # threads took 10 min for the first problem, one thread 2 min for three.
@@ -94,11 +98,8 @@ def test_the_per_source_funnel_adds_up_to_the_rows_on_disk(mix_run):
     run_dir, summary = mix_run
     funnel = summary["funnel"]["by_source"]
     assert set(funnel) == {"math_sample", "code_sample", "general_sample"}
-    assert [funnel[s]["loaded"] for s in ("math_sample", "code_sample", "general_sample")] == [
-        2,
-        2,
-        2,
-    ]
+    loaded = [funnel[s]["loaded"] for s in ("math_sample", "code_sample", "general_sample")]
+    assert loaded == [LIMIT] * 3
     for name in OUTPUTS:
         on_disk = load(run_dir, name)
         assert sum(f["emitted"][name] for f in funnel.values()) == len(on_disk) == summary[name]
@@ -113,7 +114,9 @@ def test_the_per_source_funnel_adds_up_to_the_rows_on_disk(mix_run):
     for key, total in (("loaded", "problems_loaded"), ("samples", "samples")):
         assert sum(f[key] for f in funnel.values()) == summary[total]
     by_domain = summary["funnel"]["by_domain"]
-    assert {d: c["loaded"] for d, c in by_domain.items()} == {"math": 2, "code": 2, "general": 2}
+    assert {d: c["loaded"] for d, c in by_domain.items()} == dict.fromkeys(
+        ("math", "code", "general"), LIMIT
+    )
 
 
 def test_the_card_has_the_funnel_licences_and_a_config_per_domain(mix_run):

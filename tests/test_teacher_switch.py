@@ -78,7 +78,9 @@ def test_switching_to_the_api_teacher_sends_requests_and_the_summary_says_so(
     server, proxy, tmp_path, caplog
 ):
     run_dir = tmp_path / "run"
-    local = run(compose(*overrides(server)), run_dir)
+    # The local teacher on llama.cpp in process (the docstring's case; the default
+    # transformers engine's own runs are test_base_install's and test_e2e_general's).
+    local = run(compose(*overrides(server, "teacher.engine=llama_cpp")), run_dir)
     assert (local["requests_sent"], local["cache_hits"]) == (4, 0)  # 2 prompts x 2 samples
 
     proxy.reset()

@@ -1,14 +1,15 @@
 """The local teacher's default engine: transformers' GGUF loader, batched, on CPU.
 
 Pure Python wheels only (torch, transformers, gguf), so the first README line
-installs without a compiler. Two things make it fit the teacher contract:
+installs without a compiler. Three things make it fit the teacher contract:
 
 - **One seeded RNG per request.** transformers' own sampling draws from the
-  global torch RNG, so a sample would depend on its batch neighbours. Here a
-  logits processor draws each row's token from that request's own
-  ``torch.Generator`` and hands generate a one-hot score, which greedy decoding
-  then takes; a request's tokens follow from its seed alone, up to float rounding
-  of the batched forward pass (which can, rarely, flip a near-tie).
+  global torch RNG, so a sample would depend on its batch neighbours. Here the
+  decode loop draws each row's token from that request's own ``torch.Generator``;
+  a request's tokens follow from its seed alone, up to float rounding of the
+  batched forward pass (which can, rarely, flip a near-tie).
+- **Finished rows leave the batch.** The loop is written out rather than
+  ``model.generate``, which computes every row until the longest one ends.
 - **Converted once.** Reading the GGUF (metadata, dequantising, tokenizer) takes
   about 40 s on 2 cores; the converted fp32 model and tokenizer are saved once
   under ``teacher.convert_dir`` and later loads take about 2 s. The saved weights
@@ -17,6 +18,7 @@ installs without a compiler. Two things make it fit the teacher contract:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -91,6 +93,9 @@ class TransformersEngine:
         self.batch_size = batch_size
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
+        # transformers 5.x renamed the forward's KV-cache argument (the old name warns).
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def complete(
         self, requests: Sequence[Request], sampling: SamplingConfig
@@ -142,9 +147,9 @@ class TransformersEngine:
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=cache,
                     use_cache=True,
                     logits_to_keep=1,
+                    **{self._cache_arg: cache},
                 )
                 picks = sampler(out.logits[:, -1, :].float(), live).tolist()
                 keep = []

@@ -100,6 +100,39 @@ def test_greedy_stops_at_a_stop_string_without_it(teacher):
     assert "3" not in sample.content and sample.finish_reason == "stop", sample
 
 
+def test_a_row_that_finishes_early_leaves_its_neighbours_unchanged(teacher):
+    """Finished rows are dropped from the batch and the KV cache mid-decode; the rows
+    left must decode exactly as they would have on their own."""
+    sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=24, stop=["3"])
+    alone = teacher.generate(problems("Name three colours."), sampling, 0)
+    pair = problems("Count from 1 to 5, separated by commas.", "Name three colours.")
+    early, other = teacher.generate(pair, sampling, 0)
+    assert early.finish_reason == "stop" and early.completion_tokens < 24, early
+    assert other.completion_tokens > early.completion_tokens
+    assert other.content == alone[0].content
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 0.999])
+def test_the_nucleus_is_the_one_transformers_keeps(top_p):
+    """The top-k nucleus search keeps the tokens TopPLogitsWarper's full sort keeps."""
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from datagen.teachers.local_transformers import _nucleus
+
+    gen = torch.Generator().manual_seed(0)
+    # Peaked rows (a nucleus of a few tokens) and flat ones (thousands: k must grow).
+    scores = torch.cat([torch.randn(4, 49152, generator=gen) * s for s in (8.0, 0.5)])
+    ours = _nucleus(scores, top_p)
+    kept = ours.isfinite()
+    differ = (kept != TopPLogitsWarper(top_p)(None, scores.clone()).isfinite()).sum(dim=1)
+    assert differ[:4].tolist() == [0] * 4
+    # A flat row's nucleus holds ~49k tokens: summing their mass in the other order can
+    # round the last one across top_p (one token of 48,916 at 0.999, none below).
+    assert differ[4:].max() <= 1
+    assert torch.equal(ours[kept], scores[kept])  # the kept scores are untouched
+
+
 def test_the_engines_do_not_share_cache_entries(teacher):
     gguf = bundled_gguf()
     ours, llama = backend_identity(gguf, "transformers"), backend_identity(gguf, "llama_cpp")

@@ -27,7 +27,7 @@ import polars as pl
 import yaml
 
 from datagen.output.card import redact
-from datagen.output.publish import load_output, output_file
+from datagen.output.publish import load_output, output_file, output_rows
 from datagen.records import column_values
 from datagen.report_tables import disagreements, pass_rate_tables, problem_labels, sample_frame
 from datagen.stages import STAGES
@@ -144,7 +144,7 @@ def build_funnel(run_dir: Path) -> list[dict[str, Any]]:
             for out in OUTPUTS:
                 path = run_dir / "outputs" / out
                 if output_file(path).exists():
-                    add(f"emitted:{out}", f"emitted {out}", len(load_output(path)))
+                    add(f"emitted:{out}", f"emitted {out}", output_rows(path))
         elif n_aside:
             add(f"set_aside:{name}", f"set aside by {name}", n_aside)
         previous_rows = len(data)
@@ -199,7 +199,8 @@ def token_lengths(run_dir: Path, final: pl.DataFrame) -> dict[str, list[int]]:
     for key, out in (("positives", "sft_positive"), ("negatives", "sft_negative")):
         path = run_dir / "outputs" / out
         if output_file(path).exists():
-            lengths[key] = column_values(load_output(path), "response_tokens")
+            tokens = load_output(path, columns=["response_tokens"])
+            lengths[key] = column_values(tokens, "response_tokens")
     if not lengths:
         tokens = (
             final["completion_tokens"]
@@ -222,10 +223,11 @@ def examples(run_dir: Path) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, out in (("positive", "sft_positive"), ("negative", "sft_negative")):
         path = run_dir / "outputs" / out
-        if output_file(path).exists() and len(ds := load_output(path)):
+        if output_file(path).exists() and len(ds := load_output(path, ["messages"], limit=1)):
             found[key] = [{**m, "content": _clip(m["content"])} for m in ds[0]["messages"]]
     path = run_dir / "outputs" / "redi_pairs"
-    if output_file(path).exists() and len(ds := load_output(path)):
+    columns = ["prompt", "chosen", "rejected"]
+    if output_file(path).exists() and len(ds := load_output(path, columns, limit=1)):
         row = ds[0]
         found["pair"] = {
             k: [{**m, "content": _clip(m["content"])} for m in row[k]]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from datagen import outcomes
 from datagen.config import ANY_ROUTE, DatagenConfig
 from datagen.output import OUTPUTS
-from datagen.output.funnel import source_funnel
+from datagen.output.funnel import FUNNEL_COLUMNS, source_funnel
 from datagen.output.publish import load_output, output_file
 from datagen.records import ROLE_STUDENT, arrow_columns, column_values
 from datagen.runner import StageResult
@@ -80,7 +80,8 @@ def build_summary(
     on_disk: dict[str, datasets.Dataset] = {}
     for name, spec in OUTPUTS.items():
         if output_file(outputs / name).exists():
-            on_disk[name] = load_output(outputs / name)
+            # the funnel counts rows per source and domain: only those columns are read
+            on_disk[name] = load_output(outputs / name, columns=FUNNEL_COLUMNS)
             summary[name] = len(on_disk[name])
             if spec.summary_extra is not None:
                 summary.update(spec.summary_extra(summary, summary[name]))

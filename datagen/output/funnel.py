@@ -93,6 +93,10 @@ def _kind(reason: str | None) -> str:
     return {"contaminated": "contaminated", "duplicate": "duplicate"}.get(head, "set_aside")
 
 
+FUNNEL_COLUMNS = ("source", "domain", "completion_tokens")
+"""What :func:`source_funnel` reads of an output."""
+
+
 def groups(data: Any, columns: Sequence[str], *, pid: str | None = None) -> list[tuple]:
     """Rows of ``data`` counted per distinct value of ``columns``, by polars over Arrow.
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, get_token
 
@@ -56,9 +57,13 @@ def output_file(folder: Path) -> Path:
     return Path(folder) / f"{Path(folder).name}.parquet"
 
 
-def load_output(folder: Path | str) -> datasets.Dataset:
-    """The output written in ``folder``, memory-mapped from its Parquet file.
+def load_output(
+    folder: Path | str, columns: Sequence[str] | None = None, limit: int | None = None
+) -> datasets.Dataset:
+    """The output written in ``folder``, from its Parquet file.
 
+    Reading decompresses into memory, so a caller that needs a few columns or rows
+    names them: ``columns`` (those the file has) and ``limit`` (the first rows only).
     The features come from the file's schema (``to_parquet`` stores them), and
     nothing is copied into the ``datasets`` cache, unlike ``load_dataset``.
 
@@ -68,7 +73,26 @@ def load_output(folder: Path | str) -> datasets.Dataset:
     path = output_file(Path(folder))
     if not path.exists():
         raise FileNotFoundError(f"no output at {path} (emit writes <name>/<name>.parquet)")
-    return datasets.Dataset(pq.read_table(path, memory_map=True))
+    parquet = pq.ParquetFile(pa.memory_map(str(path)))  # a path would be read into buffers
+    names = None if columns is None else [c for c in parquet.schema_arrow.names if c in columns]
+    if limit is not None:
+        schema = (
+            parquet.schema_arrow
+            if names is None
+            else pa.schema(
+                [parquet.schema_arrow.field(n) for n in names], parquet.schema_arrow.metadata
+            )
+        )
+        batches = parquet.iter_batches(batch_size=max(limit, 1), columns=names)
+        first = next(batches, None)
+        table = pa.Table.from_batches([] if first is None else [first], schema=schema)
+        return datasets.Dataset(table.slice(0, limit))
+    return datasets.Dataset(parquet.read(columns=names))
+
+
+def output_rows(folder: Path | str) -> int:
+    """The number of rows of the output in ``folder``, from its Parquet footer."""
+    return pq.ParquetFile(pa.memory_map(str(output_file(Path(folder))))).metadata.num_rows
 
 
 def write_shards(

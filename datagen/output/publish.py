@@ -76,16 +76,10 @@ def load_output(
     parquet = pq.ParquetFile(pa.memory_map(str(path)))  # a path would be read into buffers
     names = None if columns is None else [c for c in parquet.schema_arrow.names if c in columns]
     if limit is not None:
-        schema = (
-            parquet.schema_arrow
-            if names is None
-            else pa.schema(
-                [parquet.schema_arrow.field(n) for n in names], parquet.schema_arrow.metadata
-            )
-        )
-        batches = parquet.iter_batches(batch_size=max(limit, 1), columns=names)
-        first = next(batches, None)
-        table = pa.Table.from_batches([] if first is None else [first], schema=schema)
+        first = next(parquet.iter_batches(batch_size=max(limit, 1), columns=names), None)
+        empty = parquet.schema_arrow.empty_table()  # the schema, with the features
+        empty = empty if names is None else empty.select(names)
+        table = empty if first is None else pa.Table.from_batches([first], schema=empty.schema)
         return datasets.Dataset(table.slice(0, limit))
     return datasets.Dataset(parquet.read(columns=names))
 

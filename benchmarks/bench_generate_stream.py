@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,11 @@ class Server:
         port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self
+
+    def stats(self) -> dict:
+        """The server's request counts (``GET /stats``)."""
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/stats") as resp:
+            return json.loads(resp.read())
 
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()
@@ -121,18 +127,24 @@ def run_datagen(source: Path, base_url: str, concurrency: int, n: int, tmp: Path
     return {"seconds": seconds, "cpu_s": cpu, "samples": gen.rows_out, "failed": gen.rows_set_aside}
 
 
-def bodies_for(source: Path, base_url: str, concurrency: int, n: int) -> list[dict]:
-    """The very requests datagen sends: same prompts, seeds and options."""
+def bodies_for(source: Path, base_url: str, concurrency: int, n: int, tmp: Path) -> list[dict]:
+    """The very requests datagen sends: the problems as its load stage reads them (ids
+    included: each sample's seed derives from its problem's id), same seeds and options.
+    The server's latency is a function of prompt and seed, so both sides meet the same."""
     from datagen.records import Problem
+    from datagen.runner import Runner
+    from datagen.stages import build_pipeline
     from datagen.teachers.api import OpenAITeacher
+    from datagen.views import open_part
 
+    run_dir = Path(tempfile.mkdtemp(prefix="load-", dir=tmp))
+    load_cfg = compose(overrides(source, base_url, concurrency, n, "load"))
+    Runner(load_cfg, run_dir, build_pipeline(["load"])).run()
+    loaded = open_part(str(run_dir / "stages" / "00_load" / "data"))
+    problems = [Problem.from_row(row) for row in loaded]
+    shutil.rmtree(run_dir, ignore_errors=True)
     cfg = compose(overrides(source, base_url, concurrency, n, "load,generate"))
     teacher = OpenAITeacher(cfg.teacher, None)
-    problems = []
-    for line in source.read_text().splitlines():
-        row = json.loads(line)
-        messages = [{"role": "user", "content": row["problem"]}]
-        problems.append(Problem(id=row["id"], source="b", domain="math", messages=messages))
     seed = cfg.generation.seed if cfg.generation.seed is not None else cfg.run.seed
     requests = teacher.build_requests(problems, cfg.generation, seed)
     bodies = [teacher.build_body(r.messages, 1, r.seed, cfg.generation) for r in requests]
@@ -140,17 +152,10 @@ def bodies_for(source: Path, base_url: str, concurrency: int, n: int) -> list[di
     return bodies
 
 
-async def bare_loop(base_url: str, bodies: list[dict], concurrency: int, pool: bool) -> int:
-    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+async def bare_loop(base_url: str, bodies: list[dict], concurrency: int) -> int:
+    from openai import AsyncOpenAI
 
-    from datagen.teachers.api import http_limits
-
-    # ``pool``: the connection pool datagen sizes to its concurrency (the SDK keeps 100
-    # idle connections); the plain script leaves the SDK's default.
-    http = DefaultAsyncHttpxClient(limits=http_limits(concurrency)) if pool else None
-    client = AsyncOpenAI(
-        base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600, http_client=http
-    )
+    client = AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(body: dict) -> bool:
@@ -163,9 +168,9 @@ async def bare_loop(base_url: str, bodies: list[dict], concurrency: int, pool: b
     return sum(done)
 
 
-def run_bare(base_url: str, bodies: list[dict], concurrency: int, pool: bool = False) -> dict:
+def run_bare(base_url: str, bodies: list[dict], concurrency: int) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
-    samples = asyncio.run(bare_loop(base_url, bodies, concurrency, pool))
+    samples = asyncio.run(bare_loop(base_url, bodies, concurrency))
     return {
         "seconds": time.perf_counter() - started,
         "cpu_s": time.process_time() - cpu,
@@ -197,12 +202,6 @@ def summarize(sides: dict[str, list[dict]]) -> dict:
         round(b["seconds"] / d["seconds"], 3)
         for b, d in zip(sides["bare_asyncopenai"], sides["datagen_generate"], strict=True)
     ]
-    if "bare_same_pool" in out:
-        same = out["bare_same_pool"]
-        out["ratio_vs_bare_same_pool"] = round(ours["samples_per_s"] / same["samples_per_s"], 3)
-        out["cpu_ratio_vs_bare_same_pool"] = round(
-            ours["cpu_ms_per_sample"] / same["cpu_ms_per_sample"], 3
-        )
     return out
 
 
@@ -213,14 +212,12 @@ def measure(args: argparse.Namespace, median: float, source: Path, tmp: Path) ->
     with Server(median, args.sigma, args.tail_share, args.tail_factor) as server:
         url = server.base_url
         for conc in args.concurrency:
-            bodies = bodies_for(source, url, conc, args.n)
+            bodies = bodies_for(source, url, conc, args.n, tmp)
             run_bare(url, bodies[: 2 * conc], conc)  # warm-up (imports, sockets)
             sides = {
                 "bare_asyncopenai": lambda c=conc, b=bodies: run_bare(url, b, c),
                 "datagen_generate": lambda c=conc: run_datagen(source, url, c, args.n, tmp),
             }
-            if conc > 100:  # past the SDK's 100 idle connections the pools differ
-                sides["bare_same_pool"] = lambda c=conc, b=bodies: run_bare(url, b, c, pool=True)
             runs: dict[str, list[dict]] = {name: [] for name in sides}
             names = list(sides)
             load = [os.getloadavg()[0]]
@@ -230,6 +227,13 @@ def measure(args: argparse.Namespace, median: float, source: Path, tmp: Path) ->
                 load.append(os.getloadavg()[0])
             out[str(conc)] = {**summarize(runs), "load_average_1min": [round(x, 1) for x in load]}
             print(f"median={median} concurrency={conc}: {out[str(conc)]}", file=sys.stderr)
+        # Both sides sent the same requests: the server saw no (prompt, seed) beyond them.
+        distinct = server.stats()["distinct"]
+        if distinct != len(bodies):
+            raise SystemExit(
+                f"the sides sent different requests: {distinct} distinct, {len(bodies)} expected"
+            )
+        out["distinct_requests_at_the_server"] = distinct
     return out
 
 
@@ -290,8 +294,7 @@ def main() -> None:
         "rounds": args.rounds,
         "method": (
             "each side runs `rounds` times per concurrency, the order rotating each round; "
-            "samples/s and CPU pooled over the rounds. bare_same_pool (concurrency > 100 "
-            "only): the bare loop with the connection pool datagen sizes to its concurrency"
+            "samples/s and CPU pooled over the rounds"
         ),
         "commit": _commit(),
         "heavy_tailed": latency,

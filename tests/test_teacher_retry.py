@@ -1,10 +1,12 @@
-"""API teacher without a server: retry decisions, response parsing, request bodies, config."""
+"""API teacher: retries, response parsing, request bodies (one against a stub server), config."""
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import httpx2
 import openai
@@ -12,10 +14,14 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from datagen.config import ConfigError, SamplingConfig
-from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig, read_api_key
+from datagen.records import Problem
+from datagen.teachers.api import OpenAITeacher, OpenAITeacherConfig, read_api_key, request_json
 from datagen.teachers.base import Completion, PriceConfig, split_reasoning
 from datagen.teachers.responses import parse_completion
 from datagen.teachers.retry import MalformedResponse, backoff_delay, classify, parse_retry_after
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers, under any pytest import mode
+from helpers.stub_openai import StubOpenAI
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
 
@@ -75,24 +81,25 @@ def test_backoff_grows_caps_and_jitters():
     assert len({round(backoff_delay(3, 1.0, 60.0, rng), 6) for _ in range(20)}) > 1
 
 
-def completion(choices, usage=(30, 20)) -> ChatCompletion:
-    return ChatCompletion.model_validate(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {"index": i, "finish_reason": f, "message": {"role": "assistant", **msg}}
-                for i, (msg, f) in enumerate(choices)
-            ],
-            "usage": {
-                "prompt_tokens": usage[0],
-                "completion_tokens": usage[1],
-                "total_tokens": sum(usage),
-            },
-        }
-    )
+def completion(choices, usage=(30, 20)) -> dict:
+    """A chat-completion body as a server sends it (checked against the SDK's schema)."""
+    body = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": i, "finish_reason": f, "message": {"role": "assistant", **msg}}
+            for i, (msg, f) in enumerate(choices)
+        ],
+        "usage": {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        },
+    }
+    ChatCompletion.model_validate(body)  # the shape real servers send
+    return body
 
 
 def test_parse_keeps_reasoning_fields_and_think_blocks():
@@ -126,6 +133,41 @@ def test_parse_rejects_broken_answers():
         parse_completion(completion([]), 1)
     with pytest.raises(MalformedResponse):
         parse_completion("<html>gateway</html>", 1)
+    with pytest.raises(MalformedResponse):
+        parse_completion({"choices": [{"index": 0, "message": None}]}, 1)
+    with pytest.raises(MalformedResponse):
+        parse_completion({"choices": [{"message": {"content": ["not", "text"]}}]}, 1)
+
+
+def test_the_teacher_sends_what_the_sdk_create_sends(monkeypatch):
+    """``_call`` posts the JSON itself (no SDK transforms): a server must see the same body
+    as from ``chat.completions.create(**build_body(...))``, ``extra_body`` included."""
+    from openai import OpenAI
+
+    with StubOpenAI() as server:
+        teacher = OpenAITeacher(
+            OpenAITeacherConfig(
+                model="m", base_url=server.base_url, api_key_env=None, extra_body={"top_k": 20}
+            ),
+            None,
+        )
+        sampling = SamplingConfig(n=1, temperature=0.6, top_p=0.9, max_tokens=99, stop=["</s>"])
+        problem = Problem(
+            id="p",
+            source="s",
+            domain="math",
+            messages=[{"role": "user", "content": "What is 2+3?"}],
+        )
+        [sample] = teacher.generate([problem], sampling, base_seed=1)
+        body = teacher.build_body(
+            problem.messages, 1, teacher.build_requests([problem], sampling, 1)[0].seed, sampling
+        )
+        teacher.close()
+        with OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as sdk:
+            sdk.chat.completions.create(**body)
+    ours, theirs = server.bodies
+    assert ours == theirs and ours["top_k"] == 20 and "extra_body" not in ours
+    assert sample.content.endswith("\\boxed{5}.") and sample.completion_tokens == 12
 
 
 def test_failed_completions_cost_nothing_and_cached_ones_load_leniently():
@@ -154,6 +196,10 @@ def test_request_body(monkeypatch):
         "stop": ["</s>"],
         "seed": 5,
         "extra_body": {"top_k": 20},
+    }
+    assert request_json(body) == {
+        **{k: v for k, v in body.items() if k != "extra_body"},
+        "top_k": 20,
     }
     assert teacher.build_body([], 4, 5, SamplingConfig())["n"] == 4
     assert teacher.key_extra() == {"extra_body": {"top_k": 20}}

@@ -170,6 +170,13 @@ class OpenAITeacherConfig:
         return self.timeout + 60.0 if self.stall_timeout is None else self.stall_timeout
 
 
+def request_json(body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON that ``chat.completions.create(**body)`` would send: ``extra_body`` merged in."""
+    payload = {k: v for k, v in body.items() if k != "extra_body"}
+    payload.update(body.get("extra_body") or {})
+    return payload
+
+
 def read_api_key(cfg: OpenAITeacherConfig) -> str:
     """The key from the environment variable ``cfg.api_key_env`` names ("EMPTY" if None)."""
     if cfg.api_key_env is None:
@@ -418,6 +425,7 @@ class OpenAITeacher(Teacher):
     ) -> list[Completion] | str:
         """One request with retries: its completions, or why it failed for good."""
         body = self.build_body(messages, n, seed, sampling)
+        payload = request_json(body)
         reason = ""
         for attempt in range(self.cfg.max_retries + 1):
             if state.fatal is not None:  # another request found the endpoint unusable
@@ -425,8 +433,14 @@ class OpenAITeacher(Teacher):
             self.http_requests += 1
             sent = time.monotonic()
             try:
+                # The SDK's generic ``post``, with the body as JSON and the answer as the
+                # decoded JSON: ``chat.completions.create`` would walk the body through its
+                # type transforms and build pydantic models of the answer, a third of the
+                # client's CPU per request (benchmarks/bench_generate_stream.py, instant
+                # server), which caps what one process drives against a fast server.
                 response = await within(
-                    self._client.chat.completions.create(**body), self.cfg.timeout
+                    self._client.post("/chat/completions", body=payload, cast_to=object),
+                    self.cfg.timeout,
                 )
                 completions = parse_completion(response, n)
                 self.window.answer(time.monotonic() - sent)

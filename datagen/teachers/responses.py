@@ -16,7 +16,7 @@ from datagen.teachers.retry import MalformedResponse
 
 
 def parse_completion(response: Any, n: int) -> list[Completion]:
-    """Turn a chat-completion response into one :class:`Completion` per choice.
+    """Turn a chat-completion response, as the server sent it (decoded JSON), into completions.
 
     A reasoning field (``reasoning_content``, as DeepSeek and vLLM's reasoning
     parsers return it, or ``reasoning``) is kept apart from the text. With
@@ -24,37 +24,43 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
     (``prompt_share``) and completion tokens are split by text length.
 
     Args:
-        response: The SDK's ``ChatCompletion`` (or anything with the same fields).
+        response: The decoded JSON body (anything else is a broken answer).
         n: Choices asked for (more are ignored).
 
     Returns:
         The completions, ordered by choice index; may be fewer than ``n``.
 
     Raises:
-        MalformedResponse: No choices or no message (a broken 200 answer).
+        MalformedResponse: Not a JSON object, no choices or no message (a broken 200 answer).
     """
-    choices = getattr(response, "choices", None)
+    if not isinstance(response, dict):
+        raise MalformedResponse(f"the response is not a JSON object: {str(response)[:80]!r}")
+    choices = response.get("choices")
     if not choices or not isinstance(choices, list):
         raise MalformedResponse("no choices in the response")
-    choices = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)[:n]
-    usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_total = int(getattr(usage, "completion_tokens", 0) or 0)
+    if not all(isinstance(c, dict) for c in choices):
+        raise MalformedResponse("a choice is not a JSON object")
+    choices = sorted(choices, key=lambda c: c.get("index") or 0)[:n]
+    usage = response.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    completion_total = int(usage.get("completion_tokens") or 0)
     parts = []
     for choice in choices:
-        message = getattr(choice, "message", None)
-        if message is None:
+        message = choice.get("message")
+        if not isinstance(message, dict):
             raise MalformedResponse("a choice has no message")
-        extra = getattr(message, "model_extra", None) or {}
-        reasoning = getattr(message, "reasoning_content", None) or extra.get("reasoning")
-        text = message.content or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        text = message.get("content") or ""
+        if not isinstance(text, str):
+            raise MalformedResponse("a message's content is not text")
         parts.append((text, reasoning if isinstance(reasoning, str) else None, choice))
     shares = _split_tokens(completion_total, [len(t) + len(r or "") for t, r, _ in parts])
     return [
         Completion(
             text=text,
             reasoning=reasoning,
-            finish_reason=getattr(choice, "finish_reason", None),
+            finish_reason=choice.get("finish_reason"),
             prompt_tokens=prompt_tokens,
             completion_tokens=tokens,
             prompt_share=1.0 / len(parts),

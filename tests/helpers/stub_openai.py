@@ -37,6 +37,8 @@ class StubOpenAI:
         self.mode = mode
         self.error_message = error_message
         self.requests = 0
+        self.bodies: list[dict[str, Any]] = []
+        """Every request's JSON body, in arrival order."""
         self._release = threading.Event()
         stub = self
 
@@ -48,6 +50,7 @@ class StubOpenAI:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 stub.requests += 1
+                stub.bodies.append(body)
                 if stub.mode == "hang":
                     stub._release.wait()
                     return

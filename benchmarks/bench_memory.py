@@ -144,38 +144,47 @@ def generate_inputs(folder: Path, samples: int, seed: int = 0) -> dict[str, Any]
     return {"problems": clean, "traces": clean * N, "trace_bytes": trace_bytes}
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """RSS of ``proc`` and all its descendants, in bytes."""
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):  # a worker that just exited
-            total += p.memory_info().rss
-    return total
+def status_kb(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``RssAnon`` and ``RssFile`` of ``/proc/PID/status``, in bytes."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            fields[name] = 1024 * int(value.split()[0])
+    return fields
 
 
-def tree_private(proc: psutil.Process) -> tuple[int, int]:
-    """(PSS, anonymous RSS) of the tree: pages shared by forked workers counted once, and
-    memory that is not file pages (memory-mapped Arrow files are page cache, reclaimable)."""
-    pss = anon = 0
+METRICS = ("rss", "anon", "main_anon", "main_file", "pss")
+"""Per stage: the tree's RSS and anonymous RSS (every process's sum), the run process's
+own anonymous and file-backed RSS, and the tree's PSS (shared pages counted once)."""
+
+
+def tree_sample(proc: psutil.Process, with_pss: bool) -> dict[str, int]:
+    """One reading of :data:`METRICS` for ``proc`` and all its descendants."""
+    out = dict.fromkeys(METRICS, 0)
     for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error, OSError, ValueError):
-            pss += p.memory_full_info().pss
-            status = Path(f"/proc/{p.pid}/status").read_text()
-            anon += 1024 * int(status.split("RssAnon:")[1].split()[0])
-    return pss, anon
+        with contextlib.suppress(psutil.Error, OSError, ValueError):  # a worker that just exited
+            fields = status_kb(p.pid)
+            out["rss"] += fields["VmRSS"]
+            out["anon"] += fields["RssAnon"]
+            if p.pid == proc.pid:
+                out["main_anon"] = fields["RssAnon"]
+                out["main_file"] = fields["RssFile"]
+            if with_pss:
+                out["pss"] += p.memory_full_info().pss
+    return out
 
 
 class StagePeaks(logging.Handler):
-    """Peak tree RSS between the runner's "stage X: ... in, ..." log lines."""
+    """Peaks of :data:`METRICS` between the runner's "stage X: ... in, ..." log lines,
+    sampled every 0.1 s (PSS, which reads every mapping, every 0.5 s)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.proc = psutil.Process()
-        self.peak = 0
-        self.overall = 0
-        self.pss = 0
-        self.anon = 0
-        self.stages: dict[str, int] = {}
+        self.peak = dict.fromkeys(METRICS, 0)
+        self.overall = dict.fromkeys(METRICS, 0)
+        self.stages: dict[str, dict[str, int]] = {}
         self._mu = threading.Lock()
         self.done = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
@@ -183,27 +192,23 @@ class StagePeaks(logging.Handler):
     def _sample(self) -> None:
         ticks = 0
         while not self.done.wait(0.1):
-            rss = tree_rss(self.proc)
             ticks += 1
-            pss, anon = tree_private(self.proc) if ticks % 5 == 0 else (0, 0)
+            now = tree_sample(self.proc, with_pss=ticks % 5 == 0)
             with self._mu:
-                self.peak = max(self.peak, rss)
-                self.overall = max(self.overall, rss)
-                self.pss = max(self.pss, pss)
-                self.anon = max(self.anon, anon)
+                for k, v in now.items():
+                    self.peak[k] = max(self.peak[k], v)
+                    self.overall[k] = max(self.overall[k], v)
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if msg.startswith("stage ") and " in, " in msg:
-            name = msg.split()[1].rstrip(":")
-            with self._mu:
-                self.stages[name] = max(self.peak, tree_rss(self.proc))
-                self.peak = 0
+            self.take(msg.split()[1].rstrip(":"))
 
     def take(self, name: str) -> None:
+        now = tree_sample(self.proc, with_pss=False)
         with self._mu:
-            self.stages[name] = max(self.peak, tree_rss(self.proc))
-            self.peak = 0
+            self.stages[name] = {k: max(self.peak[k], now.get(k, 0)) for k in METRICS}
+            self.peak = dict.fromkeys(METRICS, 0)
 
 
 def run_pipeline(folder: Path) -> dict[str, Any]:
@@ -240,11 +245,14 @@ def run_pipeline(folder: Path) -> dict[str, Any]:
     disk = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
     return {
         "wall_s": round(total, 3),
-        "peak_rss_bytes": peaks.overall,
-        "peak_pss_bytes": peaks.pss,
-        "peak_anon_rss_bytes": peaks.anon,
+        "peak_rss_bytes": peaks.overall["rss"],
+        "peak_pss_bytes": peaks.overall["pss"],
+        "peak_anon_rss_bytes": peaks.overall["anon"],
+        "peak_main_anon_bytes": peaks.overall["main_anon"],
+        "peak_main_file_bytes": peaks.overall["main_file"],
         "stage_seconds": stage_seconds,
-        "stage_peak_rss_bytes": peaks.stages,
+        "stage_peak_rss_bytes": {k: v["rss"] for k, v in peaks.stages.items()},
+        "stage_peaks_bytes": peaks.stages,
         "rows": {
             name: [e["rows_in"], e["rows_out"], e["rows_set_aside"]] for name, e in manifest.items()
         },

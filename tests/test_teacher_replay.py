@@ -226,3 +226,32 @@ def test_table_path_gives_the_record_paths_rows(tmp_path, label):
     assert got.schema == schema
     assert got.to_pylist() == expected.to_pylist()
     assert sum(r["error"] is not None for r in got.to_pylist()) == 6  # 2, 1 and 0 stored
+
+
+def test_store_reads_only_the_traces_asked_for():
+    """``take`` returns the asked rows in the asked order (repeats included) and copies
+    only those: Arrow's own ``Table.take`` over the file's many record batches first
+    concatenated every stored trace, which at a million traces was the whole file."""
+    import numpy as np
+    import pyarrow as pa
+
+    from datagen.teachers.replay import Trace, TraceStore
+
+    store = TraceStore()
+    texts = [f"{i:05d} " + "x" * 4000 for i in range(3000)]  # 12 MB over 6 record batches
+    for i, text in enumerate(texts):
+        store.add(TraceStore.key(f"p{i // 4}"), (i % 4, 0), i // 4, Trace(response=text))
+    store.finish()
+    rows = [2999, 0, 1500, 513, 511, 1500, 7]
+    default = pa.default_memory_pool()
+    watched = pa.proxy_memory_pool(default)  # its max_memory counts only this take
+    pa.set_memory_pool(watched)
+    try:
+        got = store.take(rows)["response"].to_pylist()  # its buffers freed here
+    finally:
+        pa.set_memory_pool(default)
+    assert got == [texts[r] for r in rows]
+    assert watched.max_memory() < 1_000_000, f"7 traces took {watched.max_memory()} bytes"
+    picked = np.random.default_rng(0).integers(0, 3000, 400).tolist()
+    assert store.take(picked)["response"].to_pylist() == [texts[r] for r in picked]
+    assert store.take([]).num_rows == 0

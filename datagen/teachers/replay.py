@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from datagen.config import ConfigError, SamplingConfig, SourceConfig
@@ -142,6 +143,9 @@ class TraceStore:
         self._keyed: dict[bytes, list[tuple[Any, int, int]]] = {}
         self.index: dict[bytes, list[int]] = {}
         self._table: pa.Table | None = None
+        self._batches: list[pa.RecordBatch] = []
+        self._starts = np.zeros(0, np.int64)
+        """First row of each record batch of the mapped file."""
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._folder, True)
 
     @staticmethod
@@ -175,6 +179,8 @@ class TraceStore:
         self._sink.close()
         self._writer = None
         self._table = pa.ipc.open_stream(pa.memory_map(self._path)).read_all()
+        self._batches = self._table.to_batches()
+        self._starts = np.cumsum([0] + [b.num_rows for b in self._batches[:-1]], dtype=np.int64)
         self.index = {
             k: [row for _, _, row in sorted(v, key=lambda x: (x[0], x[1]))]
             for k, v in self._keyed.items()
@@ -188,9 +194,25 @@ class TraceStore:
         return self.traces([row])[0]
 
     def take(self, rows: Sequence[int]) -> pa.Table:
-        """The trace rows at ``rows`` (an Arrow table over the mapped file)."""
+        """The trace rows at ``rows``, in that order, read record batch by record batch.
+
+        ``Table.take`` over a chunked column first concatenates all of its chunks: a
+        copy of every stored trace for each batch of requests (issue 12: the whole
+        replay file in memory at a million traces). Here each record batch gives only
+        the rows asked of it, so memory holds the rows asked for.
+        """
         assert self._table is not None
-        return self._table.take(pa.array(rows, pa.int64()))
+        wanted = np.asarray(rows, np.int64)
+        if not len(wanted):
+            return self._table.slice(0, 0)
+        chunk = np.searchsorted(self._starts, wanted, side="right") - 1
+        order = np.argsort(chunk, kind="stable")
+        parts = []
+        for c in np.unique(chunk):
+            local = wanted[order[chunk[order] == c]] - self._starts[c]
+            parts.append(pa.Table.from_batches([self._batches[c].take(pa.array(local))]))
+        grouped = pa.concat_tables(parts)  # rows in order[...]; put back in asked order
+        return grouped.take(pa.array(np.argsort(order, kind="stable")))
 
     def traces(self, rows: Sequence[int]) -> list[Trace]:
         """The traces at ``rows``, read from the mapped file in one ``take`` (issue 19:

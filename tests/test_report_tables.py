@@ -115,6 +115,15 @@ def test_tables_equal_the_per_sample_loops(first_labelled):
     assert list(new)[3] == ("source difficulty" if first_labelled else "difficulty bucket")
     assert json.dumps(disagreements(data, examples=3)) == json.dumps(old_disagreements(samples, 3))
     assert disagreements(data)["disagreements"] > 3  # the cases above do disagree
+    # As a stage hands it over: several chunks, each a slice of a larger array.
+    half = len(samples) // 2
+    pieces = datasets.concatenate_datasets([as_dataset(samples[:half]), as_dataset(samples[half:])])
+    sliced = datasets.Dataset(
+        datasets.table.InMemoryTable(pieces.data.table.slice(1)), info=pieces.info
+    )
+    assert sliced.data.table.column("verdicts").num_chunks == 2
+    want = old_disagreements(samples[1:], 3)
+    assert json.dumps(disagreements(sliced, examples=3)) == json.dumps(want)
 
 
 def test_no_samples_no_tables():

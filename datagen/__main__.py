@@ -24,6 +24,7 @@ from datagen.config import ConfigError
 from datagen.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, disk_full_message, is_disk_full
 from datagen.lock import RunLock
 from datagen.outcome import EXIT_FAILED_RUN, RunFailed, failure_reason
+from datagen.pages import PageReleaser
 from datagen.preflight import preflight
 from datagen.report import write_report
 from datagen.rerun import warn_if_config_changed
@@ -45,7 +46,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     config = resolve_config(cfg)
     stages = build_pipeline(list(config.pipeline.stages))
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
+    with RunLock(run_dir), PageReleaser():  # RSS counts held memory, not Arrow pages read
         preflight(config, stages, run_dir)
         warn_if_config_changed(run_dir, config.as_dict(), config.output.dir)
         plain = redact_config(config.as_dict())  # no credential typed into a URL

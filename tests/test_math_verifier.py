@@ -228,6 +228,29 @@ def test_slow_comparison_times_out_and_pool_recovers():
     assert [v.passed for v in again] == [True, False, True]
 
 
+def test_forkserver_workers_hold_none_of_the_callers_memory():
+    """Workers fork from a server that loaded only Math-Verify: 300 MB held here is not
+    in them (forked from this process, each would count it), and one killed at its
+    timeout is replaced by another from the server."""
+    import psutil
+
+    ballast = bytearray(300_000_000)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident here
+    config = MathVerifyConfig(timeout_s=1.0, workers=2, start_method="forkserver")
+    predictions = [boxed(f"{i}/4") for i in range(200)] + [boxed("(10^{7})!")]
+    references = [str(i / 4) for i in range(200)] + ["1"]
+    verdicts = verify_batch(predictions, references, config)
+    assert all(v.passed for v in verdicts[:200])
+    assert verdicts[200].passed is None and verdicts[200].details["error"] == "timeout"
+    workers = [
+        p for p in psutil.Process().children(recursive=True) if p.ppid() != psutil.Process().pid
+    ]
+    assert workers, "the pool's workers are the fork server's children"
+    assert all(p.memory_info().rss < 250_000_000 for p in workers)
+    assert [v.passed for v in verify_batch([boxed("2")] * 40, ["2"] * 40, config)] == [True] * 40
+    del ballast
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

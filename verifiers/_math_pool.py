@@ -1,7 +1,10 @@
 """The math verifier's process-wide worker pool (``pebble``), one per process and size.
 
 Started on first use, reused by later batches, replaced when broken, resized or
-inherited by a forked child, and stopped at exit.
+inherited by a forked child, and stopped at exit. With ``forkserver`` the workers
+fork from a small server process that imported only ``preload`` (not the caller's
+``__main__``, so a script needs no ``if __name__ == "__main__":`` guard), instead of
+from the caller, whose heap may hold a run's worth of rows.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pebble import ProcessPool
 
@@ -20,8 +23,17 @@ _POOL_KEY: tuple[int, int, str] = (0, 0, "")  # (owning pid, workers, start meth
 _POOL_LOCK = threading.Lock()
 
 
-def get_pool(workers: int, start_method: str, initializer: Callable[[], None]) -> ProcessPool:
-    """The process-wide pool, (re)started if missing, broken, resized or inherited."""
+def get_pool(
+    workers: int,
+    start_method: str,
+    initializer: Callable[[], None],
+    preload: Sequence[str] = (),
+) -> ProcessPool:
+    """The process-wide pool, (re)started if missing, broken, resized or inherited.
+
+    ``preload``: modules the fork server imports once (``forkserver`` only; the
+    server starts with the first pool that uses it).
+    """
     global _POOL, _POOL_KEY
     key = (os.getpid(), workers, start_method)
     with _POOL_LOCK:
@@ -29,6 +41,8 @@ def get_pool(workers: int, start_method: str, initializer: Callable[[], None]) -
             if _POOL is not None and _POOL_KEY[0] == key[0]:
                 _stop(_POOL)
             context = multiprocessing.get_context(start_method)
+            if start_method == "forkserver":
+                context.set_forkserver_preload(list(preload))
             _POOL = ProcessPool(max_workers=workers, initializer=initializer, context=context)
             _POOL_KEY = key
             # A multiprocessing child (e.g. a ProcessPoolExecutor worker) runs no atexit

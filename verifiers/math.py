@@ -119,8 +119,11 @@ class MathVerifyConfig:
     ``"no_answer"``; for teachers that always mark their answer)."""
     start_method: str = "fork"
     """How :func:`verify_batch` starts workers. ``"fork"`` starts fast and needs no
-    ``if __name__ == "__main__":`` guard in scripts; ``"forkserver"`` or ``"spawn"``
-    avoid forking a process that runs threads, but then scripts need that guard."""
+    ``if __name__ == "__main__":`` guard in scripts, but a worker starts as a
+    copy-on-write copy of the caller, a run's worth of rows included. ``"forkserver"``
+    forks them from a small server that has loaded Math-Verify and its grammar once
+    (:mod:`verifiers._math_server`), so a worker replaced after a timeout starts warm;
+    it and ``"spawn"`` need that guard in scripts."""
 
     def __post_init__(self) -> None:
         if self.fallback not in ("none", "last_expression"):
@@ -498,6 +501,8 @@ def verify_batch(
     return [v for v in verdicts if v is not None]
 
 
+PRELOAD = ("verifiers._math_server",)
+"""What the fork server imports before it forks workers (:mod:`verifiers._math_server`)."""
 CHUNK_ROWS = 32
 """Traces per worker task when a batch has many: one task per trace cost more in
 inter-process traffic than grading most of them (issue 19)."""
@@ -514,7 +519,7 @@ def _verify_chunks(
     Consecutive traces share a chunk: a prompt's samples land in one worker, whose
     parse cache then reads the reference once.
     """
-    pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
+    pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker, PRELOAD)
     chunks = [keys[lo : lo + CHUNK_ROWS] for lo in range(0, len(keys), CHUNK_ROWS)]
     limit = config.timeout_s * max(2.0, CHUNK_ROWS / 8)
     futures = [pool.submit(_grade_chunk, limit, chunk, config) for chunk in chunks]
@@ -548,7 +553,7 @@ def _verify_each(
             answer = checked[0].answer if checked[0].how != "deferred" else prediction
             jobs.setdefault((answer, checked[0].how, reference, prompt), []).append(i)
     if jobs:
-        pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker)
+        pool = get_pool(config.workers or usable_cpus(), config.start_method, _init_worker, PRELOAD)
         args = [(*keys[idx[0]][:2], config, keys[idx[0]][2]) for idx in jobs.values()]
         futures = [pool.submit(verify, config.timeout_s, *a) for a in args]
         for idx, future, a in zip(jobs.values(), futures, args, strict=True):

@@ -13,11 +13,12 @@ folder first (by another process, so generating them is not measured):
   that is right about 60% of the time, missing in 3% (filtered as unanswered); so
   math-verify parses every trace, the filter looks at every text, and emit pairs.
 
-Peak RSS is of the whole process tree (the run and its math-verify workers),
-sampled every 0.1 s, overall and per stage; beside it the tree's peak PSS (pages
-shared by forked workers counted once) and anonymous RSS (memory that is not
-file pages: memory-mapped Arrow files count in RSS as page cache the kernel can drop),
-sampled every 0.5 s. Prints JSON (and writes it with
+Peak RSS is of the whole process tree (the run and its math-verify workers: a
+forked worker's copy-on-write pages of the run count in its RSS too), sampled every
+0.1 s, overall and per stage; beside it the tree's anonymous RSS, the run process's
+own anonymous and file-backed RSS (memory-mapped Arrow pages it has read, which
+``datagen.pages`` unmaps every second), and the tree's PSS (shared pages counted
+once, every 0.5 s). Prints JSON (and writes it with
 ``--out``): per size the peak RSS, wall seconds and seconds per sample of every
 stage, and per metric the growth exponent (least-squares slope of log value
 against log size; 0 is flat). Disk: about 6x the traces' size while a size runs

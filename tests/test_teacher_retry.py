@@ -137,6 +137,16 @@ def test_parse_rejects_broken_answers():
         parse_completion({"choices": [{"index": 0, "message": None}]}, 1)
     with pytest.raises(MalformedResponse):
         parse_completion({"choices": [{"message": {"content": ["not", "text"]}}]}, 1)
+    ok = {"index": 0, "message": {"content": "4"}, "finish_reason": "stop"}
+    for usage in ({"prompt_tokens": "12"}, {"completion_tokens": 3.5}, {"prompt_tokens": -1}):
+        with pytest.raises(MalformedResponse, match="usage"):
+            parse_completion({"choices": [ok], "usage": usage}, 1)
+    with pytest.raises(MalformedResponse, match="finish_reason"):
+        parse_completion({"choices": [{**ok, "finish_reason": {"type": "stop"}}]}, 1)
+    with pytest.raises(MalformedResponse, match="index"):
+        parse_completion({"choices": [{**ok, "index": "0"}, {**ok, "index": 1}]}, 2)
+    good = {"choices": [ok], "usage": {"prompt_tokens": 12, "completion_tokens": 1}}
+    assert parse_completion(good, 1)[0].completion_tokens == 1
 
 
 def test_the_teacher_sends_what_the_sdk_create_sends(monkeypatch):

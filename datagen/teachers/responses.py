@@ -40,9 +40,14 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
         raise MalformedResponse("no choices in the response")
     if not all(isinstance(c, dict) for c in choices):
         raise MalformedResponse("a choice is not a JSON object")
+    if not all(_count_or_none(c.get("index")) for c in choices):
+        raise MalformedResponse("a choice's index is not a whole number")
     choices = sorted(choices, key=lambda c: c.get("index") or 0)[:n]
     usage = response.get("usage")
     usage = usage if isinstance(usage, dict) else {}
+    for key in ("prompt_tokens", "completion_tokens"):
+        if not _count_or_none(usage.get(key)):
+            raise MalformedResponse(f"usage.{key} is not a count: {usage.get(key)!r:.40}")
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
     completion_total = int(usage.get("completion_tokens") or 0)
     parts = []
@@ -54,6 +59,8 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
         text = message.get("content") or ""
         if not isinstance(text, str):
             raise MalformedResponse("a message's content is not text")
+        if not isinstance(choice.get("finish_reason"), (str, type(None))):
+            raise MalformedResponse("a choice's finish_reason is not text")
         parts.append((text, reasoning if isinstance(reasoning, str) else None, choice))
     shares = _split_tokens(completion_total, [len(t) + len(r or "") for t, r, _ in parts])
     return [
@@ -67,6 +74,11 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
         )
         for (text, reasoning, choice), tokens in zip(parts, shares, strict=True)
     ]
+
+
+def _count_or_none(value: Any) -> bool:
+    """Whether ``value`` is absent (None) or a whole number of at least 0 (not a bool)."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 def _split_tokens(total: int, weights: list[int]) -> list[int]:

@@ -2,9 +2,10 @@
 
 Started on first use, reused by later batches, replaced when broken, resized or
 inherited by a forked child, and stopped at exit. With ``forkserver`` the workers
-fork from a small server process that imported only ``preload`` (not the caller's
-``__main__``, so a script needs no ``if __name__ == "__main__":`` guard), instead of
-from the caller, whose heap may hold a run's worth of rows.
+fork from a small server process that has imported ``preload``, instead of from the
+caller, whose heap may hold a run's worth of rows (each worker still imports the
+caller's ``__main__`` module, as every forkserver child does, so a script needs the
+``if __name__ == "__main__":`` guard).
 """
 
 from __future__ import annotations

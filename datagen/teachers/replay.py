@@ -207,9 +207,11 @@ class TraceStore:
             return self._table.slice(0, 0)
         chunk = np.searchsorted(self._starts, wanted, side="right") - 1
         order = np.argsort(chunk, kind="stable")
+        by_chunk = chunk[order]
         parts = []
-        for c in np.unique(chunk):
-            local = wanted[order[chunk[order] == c]] - self._starts[c]
+        for run in np.split(order, np.flatnonzero(np.diff(by_chunk)) + 1):
+            c = chunk[run[0]]
+            local = wanted[run] - self._starts[c]
             parts.append(pa.Table.from_batches([self._batches[c].take(pa.array(local))]))
         grouped = pa.concat_tables(parts)  # rows in order[...]; put back in asked order
         return grouped.take(pa.array(np.argsort(order, kind="stable")))

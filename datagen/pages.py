@@ -16,12 +16,9 @@ only on Linux; elsewhere :func:`release_mapped` does nothing.
 from __future__ import annotations
 
 import ctypes
-import logging
 import sys
 import threading
 from types import TracebackType
-
-logger = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4
 """Linux's ``madvise`` advice number for "drop these pages from this mapping"."""

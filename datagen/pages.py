@@ -9,8 +9,13 @@ a read-only file mapping removes its pages from this process only: the file and 
 page cache keep them, and the next read maps them in again. With
 :class:`PageReleaser` running, RSS measures what the run holds, not what it has read.
 
-Only read-only mappings of ``.arrow`` files are touched (no write can be lost), and
-only on Linux; elsewhere :func:`release_mapped` does nothing.
+The advice is ``MADV_PAGEOUT``, not ``MADV_DONTNEED``, because the ranges come from
+``/proc/self/maps`` read a moment before: a mapping another thread closes meanwhile may
+be replaced at the same address by heap memory, which ``DONTNEED`` would zero (that
+corrupted a test session's memory). ``PAGEOUT`` is nondestructive on any memory: it
+reclaims what it can (clean file pages are dropped, to be read again from the file) and
+never changes what a read returns. Only read-only mappings of ``.arrow`` files are
+named, and only on Linux (5.4 or later); elsewhere :func:`release_mapped` does nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import sys
 import threading
 from types import TracebackType
 
-MADV_DONTNEED = 4
-"""Linux's ``madvise`` advice number for "drop these pages from this mapping"."""
+MADV_PAGEOUT = 21
+"""Linux's ``madvise`` advice number for "reclaim these pages now" (nondestructive)."""
 SUFFIXES = (".arrow",)
 INTERVAL_S = 1.0
 """Seconds between two releases: the pages a run maps in meanwhile stay in RSS."""
@@ -57,6 +62,12 @@ def arrow_mappings(maps: str) -> list[tuple[int, int]]:
     return ranges
 
 
+def advise_pageout(lo: int, hi: int) -> bool:
+    """Ask the kernel to reclaim the pages of ``[lo, hi)``; False where it refused (a
+    range no longer mapped, or a kernel without ``MADV_PAGEOUT``)."""
+    return _MADVISE is not None and _MADVISE(lo, hi - lo, MADV_PAGEOUT) == 0
+
+
 def release_mapped() -> int:
     """Unmap the resident pages of this process's read-only ``.arrow`` mappings.
 
@@ -72,7 +83,7 @@ def release_mapped() -> int:
         return 0
     advised = 0
     for lo, hi in ranges:
-        if _MADVISE(lo, hi - lo, MADV_DONTNEED) == 0:  # a mapping closed since: EINVAL/ENOMEM
+        if advise_pageout(lo, hi):  # a mapping closed since: ENOMEM
             advised += hi - lo
     return advised
 

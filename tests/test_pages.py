@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from datagen.pages import PageReleaser, arrow_mappings, release_mapped
+from datagen.pages import PageReleaser, advise_pageout, arrow_mappings, release_mapped
 
 
 def rss_file_kb() -> int:
@@ -57,3 +59,18 @@ def test_release_drops_read_pages_and_keeps_the_data(tmp_path):
         while rss_file_kb() - before > 10_000 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert rss_file_kb() - before < 10_000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise: Linux")
+def test_advice_on_memory_that_is_no_longer_a_file_keeps_its_data():
+    """The releaser advises ranges read from /proc/self/maps a moment earlier; if the file
+    was unmapped since and heap memory took its address, the advice must not change it
+    (MADV_DONTNEED zeroes private anonymous pages: this test fails with it)."""
+    size = 64 * mmap.PAGESIZE
+    heap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    pattern = bytes(range(256)) * (size // 256)
+    heap[:] = pattern
+    lo = ctypes.addressof(ctypes.c_char.from_buffer(heap))
+    assert advise_pageout(lo, lo + size)
+    assert heap[:] == pattern
+    heap.close()

@@ -202,6 +202,56 @@ def test_a_hung_request_times_out_is_retried_and_ends_as_a_failed_sample_with_it
     assert elapsed < 30  # two timeouts, not the stall guard's minute
 
 
+def test_answers_put_just_after_a_wait_timed_out_are_still_taken(monkeypatch):
+    """The consumer waits for answers in 1 s slices; when a slice ran out just as the loop
+    made its last put and finished, the answers were in the queue but the consumer saw a
+    finished loop and raised "ended early" (seen under load). The queue here forces
+    that order: its first wait returns empty only once the loop has finished."""
+    import asyncio
+    import queue as stdlib_queue
+    import types
+
+    from datagen.config import SamplingConfig
+    from datagen.teachers import api
+    from datagen.teachers.api import OpenAITeacherConfig
+
+    futures = []
+    submit = asyncio.run_coroutine_threadsafe
+
+    def recorded(coro, loop):
+        futures.append(submit(coro, loop))
+        return futures[-1]
+
+    class LateQueue(stdlib_queue.SimpleQueue):
+        late = True
+
+        def get(self, block=True, timeout=None):
+            if timeout is not None and LateQueue.late:
+                LateQueue.late = False
+                futures[-1].result(timeout=60)  # the loop has put everything and returned
+                assert not self.empty()
+                raise stdlib_queue.Empty
+            return super().get(block, timeout)
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", recorded)
+    monkeypatch.setattr(
+        api, "queue", types.SimpleNamespace(SimpleQueue=LateQueue, Empty=stdlib_queue.Empty)
+    )
+    problems = [
+        Problem(id="q0", source="t", domain="math", messages=[{"role": "user", "content": "1+1?"}])
+    ]
+    with LatencyServer(Latency(median=0.0)) as server:
+        cfg = OpenAITeacherConfig(model="m", base_url=server.base_url, api_key_env=None)
+        teacher = OpenAITeacher(cfg, None)
+        groups = list(teacher.generate_stream(problems, SamplingConfig(n=2), 0))
+        teacher.close()
+    assert not LateQueue.late  # the forced order happened
+    assert [(s.problem_id, s.sample_index, s.error) for s in groups[0]] == [
+        ("q0", 0, None),
+        ("q0", 1, None),
+    ]
+
+
 def test_the_summary_says_when_a_tiny_concurrency_set_the_pace(tmp_path, make_config):
     from datagen.summary import build_summary, format_summary
 

@@ -324,7 +324,9 @@ class OpenAITeacher(Teacher):
                 try:
                     item = results.get(timeout=1.0)
                 except queue.Empty:
-                    if future.done():
+                    # Done and still empty: the loop's last put may have landed between
+                    # the timeout above and this check, so emptiness is read after done.
+                    if future.done() and results.empty():
                         future.result()  # re-raise a crash of the loop side
                         raise RuntimeError("openai teacher: the request loop ended early") from None
                     self._check_stall(remaining)

@@ -17,7 +17,7 @@ Peak RSS is of the whole process tree (the run and its math-verify workers: a
 forked worker's copy-on-write pages of the run count in its RSS too), sampled every
 0.1 s, overall and per stage; beside it the tree's anonymous RSS, the run process's
 own anonymous and file-backed RSS (memory-mapped Arrow pages it has read, which
-``datagen.pages`` unmaps every second), and the tree's PSS (shared pages counted
+``datagen.pages`` reclaims every second), and the tree's PSS (shared pages counted
 once, every 0.5 s). Prints JSON (and writes it with
 ``--out``): per size the peak RSS, wall seconds and seconds per sample of every
 stage, and per metric the growth exponent (least-squares slope of log value

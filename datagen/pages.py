@@ -1,21 +1,21 @@
-"""Unmap the pages of memory-mapped Arrow files that a run has read.
+"""Reclaim the pages of memory-mapped Arrow files that a run has read.
 
 Every stage reads its rows through memory-mapped Arrow files (stage datasets,
 views, the replay store). A page once read stays mapped into the process, and is
 counted in its RSS, until the mapping closes, so a pass over a million 8 KB traces
 raised the run's RSS by the 8 GB it had read (issue 12), though those pages are the
-kernel's page cache, which it drops under memory pressure. ``madvise(MADV_DONTNEED)`` on
-a read-only file mapping removes its pages from this process only: the file and the
-page cache keep them, and the next read maps them in again. With
-:class:`PageReleaser` running, RSS measures what the run holds, not what it has read.
+kernel's page cache, which it drops under memory pressure. ``madvise(MADV_PAGEOUT)``
+(Linux 5.4 or later) on a read-only file mapping reclaims them now: they leave this
+process's RSS (and the page cache, where no other process maps them), and the next
+read brings them in again from the file. With :class:`PageReleaser` running, RSS
+measures what the run holds, not what it has read.
 
-The advice is ``MADV_PAGEOUT``, not ``MADV_DONTNEED``, because the ranges come from
-``/proc/self/maps`` read a moment before: a mapping another thread closes meanwhile may
-be replaced at the same address by heap memory, which ``DONTNEED`` would zero (that
-corrupted a test session's memory). ``PAGEOUT`` is nondestructive on any memory: it
-reclaims what it can (clean file pages are dropped, to be read again from the file) and
-never changes what a read returns. Only read-only mappings of ``.arrow`` files are
-named, and only on Linux (5.4 or later); elsewhere :func:`release_mapped` does nothing.
+Not ``MADV_DONTNEED``: the ranges come from ``/proc/self/maps`` read a moment before,
+and a mapping another thread closes meanwhile may be replaced at the same address by
+heap memory, which ``DONTNEED`` would zero (that corrupted a test session's memory).
+``PAGEOUT`` is nondestructive on any memory: it never changes what a read returns.
+Only read-only mappings of ``.arrow`` files are named, and only on Linux; elsewhere
+:func:`release_mapped` does nothing.
 """
 
 from __future__ import annotations

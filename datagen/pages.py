@@ -69,7 +69,7 @@ def advise_pageout(lo: int, hi: int) -> bool:
 
 
 def release_mapped() -> int:
-    """Unmap the resident pages of this process's read-only ``.arrow`` mappings.
+    """Reclaim the resident pages of this process's read-only ``.arrow`` mappings.
 
     Returns:
         The bytes of mappings advised (their whole size, resident or not).
